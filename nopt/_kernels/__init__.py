@@ -1,0 +1,1 @@
+"""Compiled update-rule kernels (Cython, nogil, OpenMP)."""

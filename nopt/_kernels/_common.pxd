@@ -1,0 +1,78 @@
+# Shared declarations for every kernel: the float types, OpenMP (or its
+# serial stubs) and the flush-to-zero guard.
+#
+# Kernel calling convention (see _plan.pyx):
+#   ptrs[a, s]   address of stream s (0 = param, 1 = grad, 2.. = state) of array a
+#   chunks[c]    (array a, start, stop): the elements one task updates
+# A kernel loops over the chunks with prange; every chunk is independent and
+# elementwise, so results do not depend on the thread count.
+
+from libc.stdint cimport intptr_t
+
+ctypedef fused floating:
+    float
+    double
+
+cdef extern from "_compat.h" nogil:
+    int NOPT_HAVE_OPENMP
+    int NOPT_HAVE_FTZ
+    int omp_get_max_threads()
+    void omp_set_num_threads(int n)
+    int omp_in_parallel()
+    unsigned long long nopt_ftz_enter()
+    void nopt_ftz_exit(unsigned long long old)
+
+cdef extern from "math.h" nogil:
+    float sqrtf(float x)
+    double sqrt(double x)
+    float fabsf(float x)
+    double fabs(double x)
+    float fmaxf(float x, float y)
+    double fmax(double x, double y)
+    float fminf(float x, float y)
+    double fmin(double x, double y)
+    float powf(float x, float y)
+    double pow(double x, double y)
+
+
+# Fused-type helpers: the float32 specialisation stays in float32 (sqrtf),
+# which gcc can vectorise.
+cdef inline floating fsqrt(floating x) noexcept nogil:
+    if floating is float:
+        return sqrtf(x)
+    else:
+        return sqrt(x)
+
+
+cdef inline floating fabs_(floating x) noexcept nogil:
+    if floating is float:
+        return fabsf(x)
+    else:
+        return fabs(x)
+
+
+cdef inline floating fmax_(floating x, floating y) noexcept nogil:
+    if floating is float:
+        return fmaxf(x, y)
+    else:
+        return fmax(x, y)
+
+
+cdef inline floating fmin_(floating x, floating y) noexcept nogil:
+    if floating is float:
+        return fminf(x, y)
+    else:
+        return fmin(x, y)
+
+
+# NaN-propagating max/min, as torch.maximum / torch.minimum.
+cdef inline floating max_nan(floating x, floating y) noexcept nogil:
+    if x != x:
+        return x
+    return x if x > y else y
+
+
+cdef inline floating min_nan(floating x, floating y) noexcept nogil:
+    if x != x:
+        return x
+    return x if x < y else y

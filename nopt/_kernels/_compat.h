@@ -1,0 +1,49 @@
+/* OpenMP and floating-point-environment helpers shared by every kernel.
+ *
+ * OpenMP is optional: without it the stubs below make every kernel serial.
+ * Flush-to-zero is per-thread state, so kernels set it on entry to each
+ * thread's work and restore the caller's mode on exit. */
+#ifndef NOPT_COMPAT_H
+#define NOPT_COMPAT_H
+
+#ifdef _OPENMP
+#include <omp.h>
+#define NOPT_HAVE_OPENMP 1
+#else
+#define NOPT_HAVE_OPENMP 0
+static inline int omp_get_max_threads(void) { return 1; }
+static inline void omp_set_num_threads(int n) { (void)n; }
+static inline int omp_get_thread_num(void) { return 0; }
+static inline int omp_in_parallel(void) { return 0; }
+#endif
+
+#if defined(__SSE__) || defined(_M_X64) || defined(_M_AMD64)
+#include <xmmintrin.h>
+/* MXCSR: FTZ (bit 15) flushes subnormal results, DAZ (bit 6) subnormal inputs. */
+static inline unsigned long long nopt_ftz_enter(void) {
+    unsigned int old = _mm_getcsr();
+    _mm_setcsr(old | 0x8040u);
+    return (unsigned long long)old;
+}
+static inline void nopt_ftz_exit(unsigned long long old) { _mm_setcsr((unsigned int)old); }
+#define NOPT_HAVE_FTZ 1
+#elif defined(__aarch64__)
+/* FPCR bit 24 (FZ) flushes subnormals to zero. */
+static inline unsigned long long nopt_ftz_enter(void) {
+    unsigned long long old, now;
+    __asm__ __volatile__("mrs %0, fpcr" : "=r"(old));
+    now = old | (1ULL << 24);
+    __asm__ __volatile__("msr fpcr, %0" : : "r"(now));
+    return old;
+}
+static inline void nopt_ftz_exit(unsigned long long old) {
+    __asm__ __volatile__("msr fpcr, %0" : : "r"(old));
+}
+#define NOPT_HAVE_FTZ 1
+#else
+static inline unsigned long long nopt_ftz_enter(void) { return 0; }
+static inline void nopt_ftz_exit(unsigned long long old) { (void)old; }
+#define NOPT_HAVE_FTZ 0
+#endif
+
+#endif

@@ -1,0 +1,589 @@
+"""The ``Optimizer`` base class: torch.optim's semantics over NumPy Parameters.
+
+Subclasses hold one update rule each. A subclass's ``step`` calls
+``self._batches()``, which checks every parameter and gradient of every group
+*before* anything is changed, then runs one kernel call per batch (a group's
+parameters of one dtype).
+"""
+import functools
+import math
+import numbers
+import warnings
+from collections import OrderedDict, defaultdict
+from itertools import chain
+
+import numpy as np
+
+from ._kernels import _plan
+from ._parameter import Parameter
+
+__all__ = [
+    "Optimizer",
+    "required",
+    "RemovableHandle",
+    "register_optimizer_step_pre_hook",
+    "register_optimizer_step_post_hook",
+]
+
+
+class _RequiredParameter:
+    """Singleton marking a hyperparameter every group must give."""
+
+    def __repr__(self):
+        return "<required parameter>"
+
+
+required = _RequiredParameter()
+
+
+class RemovableHandle:
+    """Handle returned by the ``register_*_hook`` methods; ``remove()`` drops the hook."""
+
+    _next_id = 0
+
+    def __init__(self, hooks_dict):
+        self._hooks = hooks_dict
+        self.id = RemovableHandle._next_id
+        RemovableHandle._next_id += 1
+
+    def remove(self):
+        self._hooks.pop(self.id, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+
+
+def _add_hook(hooks, hook, prepend=False):
+    handle = RemovableHandle(hooks)
+    hooks[handle.id] = hook
+    if prepend:
+        hooks.move_to_end(handle.id, last=False)
+    return handle
+
+
+_global_step_pre_hooks = OrderedDict()
+_global_step_post_hooks = OrderedDict()
+
+
+def register_optimizer_step_pre_hook(hook):
+    """Register ``hook(optimizer, args, kwargs)`` to run before every optimizer's step."""
+    return _add_hook(_global_step_pre_hooks, hook)
+
+
+def register_optimizer_step_post_hook(hook):
+    """Register ``hook(optimizer, args, kwargs)`` to run after every optimizer's step."""
+    return _add_hook(_global_step_post_hooks, hook)
+
+
+def _with_step_hooks(step):
+    @functools.wraps(step)
+    def wrapper(self, *args, **kwargs):
+        for hook in chain(_global_step_pre_hooks.values(), self._optimizer_step_pre_hooks.values()):
+            result = hook(self, args, kwargs)
+            if result is not None:
+                if isinstance(result, tuple) and len(result) == 2:
+                    args, kwargs = result
+                else:
+                    raise RuntimeError(
+                        f"{hook} must return None or a tuple of (new_args, new_kwargs), "
+                        f"but got {result}."
+                    )
+        out = step(self, *args, **kwargs)
+        self._opt_called = True
+        for hook in chain(self._optimizer_step_post_hooks.values(), _global_step_post_hooks.values()):
+            hook(self, args, kwargs)
+        return out
+
+    wrapper._nopt_hooked = True
+    return wrapper
+
+
+def _is_number(x):
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
+class _Batch:
+    """Parameters of one group and one dtype that have gradients."""
+
+    __slots__ = ("group", "group_index", "params", "grads", "indices", "is_double")
+
+    def __init__(self, group, group_index, params, grads, indices, is_double):
+        self.group = group
+        self.group_index = group_index
+        self.params = params
+        self.grads = grads
+        self.indices = indices
+        self.is_double = is_double
+
+
+class Optimizer:
+    """Base class for all optimizers, with ``torch.optim.Optimizer``'s semantics.
+
+    Parameters
+    ----------
+    params : iterable
+        An iterable of :class:`nopt.Parameter`, or of dicts defining parameter
+        groups (a ``"params"`` entry plus per-group hyperparameters).
+    defaults : dict
+        Default hyperparameters, used by groups that do not set them.
+
+    Attributes
+    ----------
+    param_groups : list of dict
+    state : collections.defaultdict
+        Per-parameter state, keyed by the Parameter, with torch's key names.
+    """
+
+    # State keys whose arrays have the parameter's shape (checked on load,
+    # and kept in flat per-group buffers).
+    _elementwise_state = ()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        step = cls.__dict__.get("step")
+        if step is not None and not getattr(step, "_nopt_hooked", False):
+            cls.step = _with_step_hooks(step)
+
+    def __init__(self, params, defaults):
+        self.defaults = defaults
+        self._optimizer_step_pre_hooks = OrderedDict()
+        self._optimizer_step_post_hooks = OrderedDict()
+        self._optimizer_state_dict_pre_hooks = OrderedDict()
+        self._optimizer_state_dict_post_hooks = OrderedDict()
+        self._optimizer_load_state_dict_pre_hooks = OrderedDict()
+        self._optimizer_load_state_dict_post_hooks = OrderedDict()
+        self._opt_called = False
+
+        if isinstance(params, np.ndarray):
+            raise TypeError(
+                "params argument given to the optimizer should be an iterable of "
+                f"Parameters or dicts, but got {type(params).__name__}"
+            )
+        if isinstance(params, (set, frozenset)):
+            raise TypeError(
+                "optimizer parameters need to be organized in ordered collections, but "
+                "the ordering of tensors in sets will change between runs. Please use a list instead."
+            )
+        self.state = defaultdict(dict)
+        self.param_groups = []
+
+        param_groups = list(params)
+        if len(param_groups) == 0:
+            raise ValueError("optimizer got an empty parameter list")
+        if not isinstance(param_groups[0], dict):
+            param_groups = [{"params": param_groups}]
+        for param_group in param_groups:
+            self.add_param_group(param_group)
+
+    # ------------------------------------------------------------------ groups
+    def add_param_group(self, param_group):
+        """Add a param group to ``param_groups``, with torch's checks.
+
+        Parameters
+        ----------
+        param_group : dict
+            ``{"params": [...], **hyperparameters}``. Missing hyperparameters
+            take the optimizer's defaults.
+        """
+        if not isinstance(param_group, dict):
+            raise TypeError(f"param_group must be a dict, but got {type(param_group)}")
+        param_group = dict(param_group)
+        if "params" not in param_group:
+            raise ValueError("param_group must have a 'params' entry")
+        params = param_group["params"]
+        if isinstance(params, np.ndarray):
+            params = [params]
+        elif isinstance(params, (set, frozenset)):
+            raise TypeError(
+                "optimizer parameters need to be organized in ordered collections, but "
+                "the ordering of tensors in sets will change between runs. Please use a list instead."
+            )
+        else:
+            params = list(params)
+
+        names = [p[0] for p in params if isinstance(p, tuple)]
+        params = [p[1] if isinstance(p, tuple) else p for p in params]
+        if names:
+            if len(names) != len(params):
+                raise ValueError(
+                    "all optimizer params should be with/without names. Some param names are missing"
+                )
+            param_group["param_names"] = names
+        param_group["params"] = params
+
+        for param in params:
+            if not isinstance(param, Parameter):
+                raise TypeError(
+                    "optimizer can only optimize nopt.Parameter, but one of the params is "
+                    + (f"numpy.ndarray (wrap it: nopt.Parameter(x))"
+                       if isinstance(param, np.ndarray) else type(param).__name__)
+                )
+
+        for name, default in self.defaults.items():
+            if default is required and name not in param_group:
+                raise ValueError(
+                    f"parameter group didn't specify a value of required optimization parameter {name}"
+                )
+            param_group.setdefault(name, default)
+
+        ids = [id(p) for p in params]
+        if len(ids) != len(set(ids)):
+            warnings.warn(
+                "optimizer contains a parameter group with duplicate parameters; "
+                "in future, this will cause an error",
+                stacklevel=3,
+            )
+
+        existing = set()
+        for group in self.param_groups:
+            existing.update(id(p) for p in group["params"])
+            if ("param_names" in param_group) != ("param_names" in group):
+                current = "with names" if "param_names" in param_group else "without names"
+                raise ValueError(
+                    "all optimizer param groups should be with/without names. "
+                    f"cannot add param group {current} to the optimizer"
+                )
+        if not existing.isdisjoint(ids):
+            raise ValueError("some parameters appear in more than one parameter group")
+
+        self.param_groups.append(param_group)
+
+    def zero_grad(self, set_to_none=True):
+        """Reset the gradients of all optimized Parameters.
+
+        Parameters
+        ----------
+        set_to_none : bool, default True
+            Set ``grad`` to ``None`` (default) instead of filling it with zeros.
+        """
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    if set_to_none:
+                        p.grad = None
+                    else:
+                        p.grad.fill(0)
+
+    # ------------------------------------------------------------------ step
+    def step(self, closure=None):
+        """Perform a single optimization step; return the closure's loss."""
+        raise NotImplementedError
+
+    def _batches(self):
+        """Check every group, then return its stepping batches.
+
+        Everything is checked before the caller changes anything, so a bad
+        parameter or gradient leaves the optimizer and the parameters as they
+        were. A group with float32 and float64 parameters gives two batches.
+        """
+        batches = []
+        for gi, group in enumerate(self.param_groups):
+            params, grads, indices = [], [], []
+            for pi, p in enumerate(group["params"]):
+                g = p.grad if isinstance(p, Parameter) else getattr(p, "grad", None)
+                if g is not None:
+                    params.append(p)
+                    grads.append(g)
+                    indices.append(pi)
+            if not params:
+                continue
+            common = _plan.check_group(params, grads, gi, indices)
+            if common >= 0:
+                batches.append(_Batch(group, gi, params, grads, indices, params[0].dtype == np.float64))
+                continue
+            for is_double in (False, True):
+                keep = [k for k, p in enumerate(params) if (p.dtype == np.float64) == is_double]
+                batches.append(_Batch(
+                    group, gi, [params[k] for k in keep], [grads[k] for k in keep],
+                    [indices[k] for k in keep], is_double,
+                ))
+        return batches
+
+    @staticmethod
+    def _flat_zeros(params):
+        """Zero arrays shaped like ``params``, as views into one buffer.
+
+        Keeping a group's state contiguous lets the kernels merge its arrays
+        into one loop when the parameters are flat too.
+        """
+        if not params:
+            return []
+        dtype = params[0].dtype
+        buffer = np.zeros(sum(p.size for p in params), dtype=dtype)
+        out, offset = [], 0
+        for p in params:
+            out.append(buffer[offset:offset + p.size].reshape(p.shape))
+            offset += p.size
+        return out
+
+    @staticmethod
+    def _split_by(params, values):
+        """Group ``params`` by ``values`` (e.g. their step counts), keeping order."""
+        if all(v == values[0] for v in values):
+            return [(values[0], list(range(len(params))))]
+        parts = {}
+        for k, v in enumerate(values):
+            parts.setdefault(v, []).append(k)
+        return list(parts.items())
+
+    # ------------------------------------------------------------------ hooks
+    def register_step_pre_hook(self, hook):
+        """``hook(optimizer, args, kwargs) -> None or (args, kwargs)``, before each step."""
+        return _add_hook(self._optimizer_step_pre_hooks, hook)
+
+    def register_step_post_hook(self, hook):
+        """``hook(optimizer, args, kwargs) -> None``, after each step."""
+        return _add_hook(self._optimizer_step_post_hooks, hook)
+
+    def register_state_dict_pre_hook(self, hook, prepend=False):
+        """``hook(optimizer) -> None``, before ``state_dict`` builds its result."""
+        return _add_hook(self._optimizer_state_dict_pre_hooks, hook, prepend)
+
+    def register_state_dict_post_hook(self, hook, prepend=False):
+        """``hook(optimizer, state_dict) -> state_dict or None``, after ``state_dict``."""
+        return _add_hook(self._optimizer_state_dict_post_hooks, hook, prepend)
+
+    def register_load_state_dict_pre_hook(self, hook, prepend=False):
+        """``hook(optimizer, state_dict) -> state_dict or None``, before loading."""
+        return _add_hook(self._optimizer_load_state_dict_pre_hooks, hook, prepend)
+
+    def register_load_state_dict_post_hook(self, hook, prepend=False):
+        """``hook(optimizer) -> None``, after loading."""
+        return _add_hook(self._optimizer_load_state_dict_post_hooks, hook, prepend)
+
+    # ------------------------------------------------------------------ state dict
+    def state_dict(self):
+        """Return the state as torch's layout.
+
+        Returns
+        -------
+        dict
+            ``{"state": {int: {...}}, "param_groups": [{..., "params": [int, ...]}]}``,
+            with parameter ids counted across groups in order. State arrays
+            are the optimizer's own (not copies), as in torch.
+        """
+        for hook in self._optimizer_state_dict_pre_hooks.values():
+            hook(self)
+        mapping = {}
+        start = 0
+        groups = []
+        for group in self.param_groups:
+            packed = {k: v for k, v in group.items() if k != "params"}
+            for i, p in enumerate(group["params"], start):
+                mapping.setdefault(id(p), i)
+            packed["params"] = [mapping[id(p)] for p in group["params"]]
+            start += len(packed["params"])
+            groups.append(packed)
+        state = {
+            (mapping[id(k)] if isinstance(k, np.ndarray) else k): v for k, v in self.state.items()
+        }
+        state_dict = {"state": state, "param_groups": groups}
+        for hook in self._optimizer_state_dict_post_hooks.values():
+            result = hook(self, state_dict)
+            if result is not None:
+                state_dict = result
+        return state_dict
+
+    def load_state_dict(self, state_dict):
+        """Load a state dict made by :meth:`state_dict` (or read by :func:`nopt.load`).
+
+        Everything is checked before anything changes: the group count and
+        sizes, parameter ids, hyperparameter types, and each state array's
+        shape and dtype against its parameter. Floating state is cast to the
+        parameter's dtype, as torch does.
+
+        Raises
+        ------
+        TypeError, ValueError
+            On any mismatch; the optimizer is then unchanged.
+        """
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"state_dict must be a dict, got {type(state_dict).__name__}")
+        state_dict = dict(state_dict)
+        for hook in self._optimizer_load_state_dict_pre_hooks.values():
+            result = hook(self, state_dict)
+            if result is not None:
+                state_dict = result
+        for key in ("state", "param_groups"):
+            if key not in state_dict:
+                raise ValueError(f"loaded state dict has no '{key}' entry")
+        saved_groups = state_dict["param_groups"]
+        saved_state = state_dict["state"]
+        if not isinstance(saved_groups, (list, tuple)) or not all(isinstance(g, dict) for g in saved_groups):
+            raise TypeError("loaded state dict's 'param_groups' must be a list of dicts")
+        if not isinstance(saved_state, dict):
+            raise TypeError("loaded state dict's 'state' must be a dict")
+        groups = self.param_groups
+        if len(groups) != len(saved_groups):
+            raise ValueError("loaded state dict has a different number of parameter groups")
+        for g in saved_groups:
+            if "params" not in g or not isinstance(g["params"], (list, tuple)):
+                raise ValueError("a loaded parameter group has no 'params' list")
+        if any(len(g["params"]) != len(s["params"]) for g, s in zip(groups, saved_groups)):
+            raise ValueError(
+                "loaded state dict contains a parameter group that doesn't match the size "
+                "of optimizer's group"
+            )
+        saved_ids = list(chain.from_iterable(g["params"] for g in saved_groups))
+        for i in saved_ids:
+            if not isinstance(i, numbers.Integral) or isinstance(i, bool):
+                raise TypeError(f"loaded parameter ids must be ints, got {i!r}")
+        if len(set(saved_ids)) != len(saved_ids):
+            raise ValueError("loaded state dict lists the same parameter id twice")
+        id_map = dict(zip(saved_ids, chain.from_iterable(g["params"] for g in groups)))
+        for k in saved_state:
+            if k not in id_map:
+                raise ValueError(f"loaded state refers to parameter id {k!r}, which no group lists")
+
+        new_groups = []
+        for gi, (group, saved) in enumerate(zip(groups, saved_groups)):
+            new_group = {}
+            for key, value in saved.items():
+                if key == "params":
+                    continue
+                self._check_group_value(gi, key, value)
+                new_group[key] = _copy_value(value)
+            for key in self.defaults:
+                if key not in new_group:
+                    raise ValueError(f"loaded param_groups[{gi}] has no '{key}' entry")
+            new_group["params"] = group["params"]
+            if "param_names" in group and "param_names" not in new_group:
+                new_group["param_names"] = group["param_names"]
+            new_groups.append(new_group)
+
+        new_state = defaultdict(dict)
+        for k, value in saved_state.items():
+            param = id_map[k]
+            if not isinstance(value, dict):
+                raise TypeError(f"loaded state for parameter id {k} must be a dict, got {type(value).__name__}")
+            new_state[param] = {
+                key: self._load_state_value(k, param, key, v) for key, v in value.items()
+            }
+
+        self._flatten_state(new_groups, new_state)
+        self.param_groups = new_groups
+        self.state = new_state
+        for hook in self._optimizer_load_state_dict_post_hooks.values():
+            hook(self)
+
+    def _check_group_value(self, group_index, key, value):
+        """Type-check a loaded hyperparameter against the default's type."""
+        if key not in self.defaults:
+            return
+        default = self.defaults[key]
+        where = f"loaded param_groups[{group_index}]['{key}']"
+        if isinstance(default, bool):
+            if not isinstance(value, (bool, np.bool_)):
+                raise TypeError(f"{where} must be a bool, got {value!r}")
+        elif _is_number(default) or default is required:
+            if not _is_number(value):
+                raise TypeError(f"{where} must be a number, got {value!r}")
+        elif isinstance(default, tuple):
+            if not isinstance(value, (tuple, list)) or len(value) != len(default):
+                raise TypeError(f"{where} must be a {len(default)}-tuple, got {value!r}")
+            for v, d in zip(value, default):
+                if _is_number(d) and not _is_number(v):
+                    raise TypeError(f"{where} must hold numbers, got {value!r}")
+        elif isinstance(default, str):
+            if not isinstance(value, str):
+                raise TypeError(f"{where} must be a str, got {value!r}")
+
+    def _load_state_value(self, param_id, param, key, value):
+        """Check one loaded state entry and return the optimizer's own copy."""
+        where = f"loaded state[{param_id}]['{key}']"
+        if isinstance(value, np.ndarray):
+            if value.dtype.kind not in "fiub":
+                raise TypeError(f"{where} has dtype {value.dtype}; expected a numeric array")
+            if key in self._elementwise_state:
+                if value.shape != param.shape:
+                    raise ValueError(
+                        f"{where} has shape {value.shape}; expected {param.shape}, its parameter's shape"
+                    )
+                if value.dtype.kind != "f":
+                    raise TypeError(f"{where} has dtype {value.dtype}; expected a float array")
+            if value.dtype.kind == "f" and key != "step":
+                return np.array(value, dtype=param.dtype, order="C", copy=True)
+            return np.array(value, copy=True)
+        if key == "step":
+            if not _is_number(value):
+                raise TypeError(f"{where} must be a number, got {value!r}")
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{where} must be a finite count >= 0, got {value!r}")
+            return float(value)
+        if key in self._elementwise_state:
+            if value is None:
+                return None
+            raise TypeError(f"{where} must be an array of shape {param.shape}, got {type(value).__name__}")
+        return _check_plain(value, where, param.dtype)
+
+    def _flatten_state(self, groups, state):
+        """Move loaded elementwise state into one flat buffer per group and dtype."""
+        for group in groups:
+            for key in self._elementwise_state:
+                for dtype in (np.float32, np.float64):
+                    params = [
+                        p for p in group["params"]
+                        if p.dtype == dtype and isinstance(state.get(p, {}).get(key), np.ndarray)
+                    ]
+                    for p, flat in zip(params, self._flat_zeros(params)):
+                        flat[...] = state[p][key]
+                        state[p][key] = flat
+
+    def __getstate__(self):
+        return {"defaults": self.defaults, "state": self.state, "param_groups": self.param_groups}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        for name in (
+            "_optimizer_step_pre_hooks", "_optimizer_step_post_hooks",
+            "_optimizer_state_dict_pre_hooks", "_optimizer_state_dict_post_hooks",
+            "_optimizer_load_state_dict_pre_hooks", "_optimizer_load_state_dict_post_hooks",
+        ):
+            self.__dict__.setdefault(name, OrderedDict())
+        self.__dict__.setdefault("_opt_called", False)
+
+    def __repr__(self):
+        text = self.__class__.__name__ + " ("
+        for i, group in enumerate(self.param_groups):
+            text += "\n"
+            text += f"Parameter Group {i}\n"
+            for key in sorted(group.keys()):
+                if key != "params":
+                    text += f"    {key}: {group[key]}\n"
+        text += ")"
+        return text
+
+
+def _check_plain(value, where, dtype):
+    """Copy a non-array state value: numbers, None, and containers of those.
+
+    Float arrays inside are cast to ``dtype``, the parameter's, as torch does.
+    """
+    if value is None or isinstance(value, (bool, numbers.Number)):
+        return value
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind not in "fiub":
+            raise TypeError(f"{where} has dtype {value.dtype}; expected a numeric array")
+        if value.dtype.kind == "f":
+            return np.array(value, dtype=dtype, order="C", copy=True)
+        return value.copy()
+    if isinstance(value, (list, tuple)):
+        return type(value)(_check_plain(v, where, dtype) for v in value)
+    if isinstance(value, dict):
+        return {k: _check_plain(v, where, dtype) for k, v in value.items()}
+    raise TypeError(f"{where} must be a number, array or None, got {type(value).__name__}")
+
+
+def _copy_value(value):
+    if isinstance(value, np.ndarray):
+        return value.copy()
+    if isinstance(value, list):
+        return [_copy_value(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_copy_value(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _copy_value(v) for k, v in value.items()}
+    return value

@@ -1,0 +1,99 @@
+"""Stochastic gradient descent, with momentum and Nesterov momentum."""
+from ._kernels import _plan
+from ._kernels.sgd import sgd as _sgd_kernel
+from .optimizer import Optimizer, required
+
+__all__ = ["SGD"]
+
+
+class SGD(Optimizer):
+    r"""Stochastic gradient descent (optionally with momentum), as ``torch.optim.SGD``.
+
+    .. math::
+        \begin{aligned}
+        g_t &\leftarrow \pm\nabla f(\theta_{t-1}) + \lambda\,\theta_{t-1} \\
+        b_t &\leftarrow \begin{cases} g_t & t = 1 \\ \mu\,b_{t-1} + (1-\tau)\,g_t & t > 1 \end{cases} \\
+        g_t &\leftarrow g_t + \mu\,b_t \ \text{(Nesterov)} \quad\text{or}\quad g_t \leftarrow b_t \\
+        \theta_t &\leftarrow \theta_{t-1} - \gamma\,g_t
+        \end{aligned}
+
+    where the sign is ``-`` when ``maximize``, and the momentum lines apply
+    only when :math:`\mu \neq 0`.
+
+    Parameters
+    ----------
+    params : iterable
+        Parameters or parameter-group dicts.
+    lr : float, default 1e-3
+        Learning rate :math:`\gamma`.
+    momentum : float, default 0
+        Momentum factor :math:`\mu`.
+    dampening : float, default 0
+        Dampening :math:`\tau` for momentum.
+    weight_decay : float, default 0
+        L2 penalty :math:`\lambda`.
+    nesterov : bool, default False
+        Use Nesterov momentum (needs momentum > 0 and zero dampening).
+    maximize : bool, default False
+        Maximize the objective instead of minimizing it.
+
+    Notes
+    -----
+    State per parameter: ``momentum_buffer`` (only when momentum is not 0).
+
+    References
+    ----------
+    .. [1] Sutskever et al., "On the importance of initialization and momentum
+       in deep learning", ICML 2013.
+    """
+
+    _elementwise_state = ("momentum_buffer",)
+
+    def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0,
+                 nesterov=False, *, maximize=False):
+        if lr is not required and lr < 0.0:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if momentum < 0.0:
+            raise ValueError(f"Invalid momentum value: {momentum}")
+        if weight_decay < 0.0:
+            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+        defaults = dict(lr=lr, momentum=momentum, dampening=dampening,
+                        weight_decay=weight_decay, nesterov=nesterov, maximize=maximize)
+        super().__init__(params, defaults)
+
+    def step(self, closure=None):
+        """Perform one optimization step; return the closure's loss if given."""
+        loss = None
+        if closure is not None:
+            loss = closure()
+        for batch in self._batches():
+            group = batch.group
+            momentum = group["momentum"]
+            if momentum == 0:
+                self._run(batch, [batch.params, batch.grads], first=False)
+                continue
+            # Fresh buffers take the gradient itself (torch clones it), so
+            # parameters with and without a buffer go in separate calls.
+            states = [self.state[p] for p in batch.params]
+            has = [s.get("momentum_buffer") is not None for s in states]
+            for first in (False, True):
+                keep = [k for k, h in enumerate(has) if h != first]
+                if not keep:
+                    continue
+                params = [batch.params[k] for k in keep]
+                if first:
+                    for p, buf in zip(params, self._flat_zeros(params)):
+                        self.state[p]["momentum_buffer"] = buf
+                bufs = [self.state[p]["momentum_buffer"] for p in params]
+                self._run(batch, [params, [batch.grads[k] for k in keep], bufs], first=first)
+        return loss
+
+    @staticmethod
+    def _run(batch, streams, first):
+        group = batch.group
+        ptrs, chunks, n_threads = _plan.make_table(streams)
+        _sgd_kernel(ptrs, chunks, batch.is_double, n_threads, group["lr"], group["momentum"],
+                    group["dampening"], group["weight_decay"], group["nesterov"],
+                    group["maximize"], first)

@@ -1,0 +1,163 @@
+"""Generic tests over every optimizer in tests/optim_db: torch parity, NumPy
+reference, thread-count independence, resume, and hyperparameter validation."""
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import nopt
+from harness import (
+    TOL,
+    assert_close,
+    assert_same_snapshot,
+    initial_arrays,
+    make_nopt,
+    run_nopt,
+    run_reference,
+    run_torch,
+    snapshot,
+    split_groups,
+)
+from optim_db import RECORDS, cases
+
+DTYPES = [np.float64, np.float32]
+DENSE = cases(sparse=False)
+
+
+def _state_value(v):
+    if hasattr(v, "detach"):
+        return v.detach().numpy()
+    return v
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("record,options", [c[:2] for c in DENSE], ids=[c[2] for c in DENSE])
+def test_parity_with_torch(record, options, dtype):
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(1)
+    rtol = TOL[dtype]
+    params, optimizer = run_nopt(record, options, dtype, record.steps)
+    tparams, toptimizer = run_torch(record, options, dtype, record.steps)
+    for i, (p, tp) in enumerate(zip(params, tparams)):
+        assert_close(p, tp.detach().numpy(), rtol, f"param {i}")
+    ours = optimizer.state_dict()["state"]
+    theirs = toptimizer.state_dict()["state"]
+    assert sorted(ours) == sorted(theirs)
+    for pid, tstate in theirs.items():
+        assert set(ours[pid]) == set(tstate), f"state keys of param {pid}"
+        for key, tvalue in tstate.items():
+            tvalue, value = _state_value(tvalue), ours[pid][key]
+            if tvalue is None:
+                assert value is None
+            else:
+                assert_close(value, tvalue, rtol, f"state[{pid}][{key!r}]")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("record,options", [c[:2] for c in DENSE], ids=[c[2] for c in DENSE])
+def test_matches_numpy_reference(record, options, dtype):
+    if record.reference is None:
+        pytest.skip("no NumPy reference")
+    steps = 30
+    params, optimizer = run_nopt(record, options, dtype, steps)
+    arrays, states = run_reference(record, options, dtype, steps)
+    rtol = TOL[dtype]
+    for i, (p, a) in enumerate(zip(params, arrays)):
+        assert_close(p, a, rtol, f"param {i}")
+        for key, value in states[i].items():
+            if isinstance(value, np.ndarray):
+                assert_close(optimizer.state[p][key], value, rtol, f"state[{i}][{key!r}]")
+
+
+_dense_records = [r for r in RECORDS if not r.sparse_grad and r.reference is not None]
+
+
+@pytest.mark.skipif(not _dense_records, reason="no dense records")
+@settings(max_examples=40, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(data=st.data())
+def test_random_shapes_match_reference(data):
+    """Random shapes, dtypes, hyperparameters (an option set with a random lr)."""
+    record = data.draw(st.sampled_from(_dense_records), label="record")
+    options = dict(data.draw(st.sampled_from(record.option_sets), label="options"))
+    if "lr" in options:
+        options["lr"] = data.draw(st.floats(1e-4, 0.5), label="lr")
+    dtype = data.draw(st.sampled_from(DTYPES), label="dtype")
+    shapes = data.draw(st.lists(
+        st.lists(st.integers(0, 6), min_size=1, max_size=3).map(tuple), min_size=1, max_size=4,
+    ), label="shapes")
+    seed = data.draw(st.integers(0, 2**16), label="seed")
+    rng = np.random.default_rng(seed)
+    arrays = [rng.standard_normal(s).astype(dtype) for s in shapes]
+    params = [nopt.Parameter(a.copy()) for a in arrays]
+    optimizer = record.cls(params, **options)
+    hyper = dict(optimizer.param_groups[0])
+    states = [dict() for _ in arrays]
+    for _ in range(5):
+        grads = [rng.standard_normal(s).astype(dtype) for s in shapes]
+        for p, g in zip(params, grads):
+            p.grad = g
+        optimizer.step()
+        for a, g, s in zip(arrays, grads, states):
+            record.reference(a, g, s, hyper)
+    for i, (p, a) in enumerate(zip(params, arrays)):
+        assert_close(p, a, TOL[dtype], f"param {i} of shape {a.shape}")
+
+
+@pytest.mark.parametrize("record,options", [c[:2] for c in DENSE], ids=[c[2] for c in DENSE])
+def test_threads_give_identical_bits(record, options):
+    """1, 2 and 3 threads give bitwise identical results on arrays large enough to split."""
+    shapes = [(300_001,), (5,), (70_000,)]
+    results = []
+    for n in (1, 2, 3):
+        rng = np.random.default_rng(3)
+        params = [nopt.Parameter(rng.standard_normal(s).astype(np.float32)) for s in shapes]
+        optimizer = record.cls(params, **options)
+        with nopt.num_threads(n):
+            for _ in range(4):
+                for p in params:
+                    p.grad = rng.standard_normal(p.shape).astype(np.float32)
+                optimizer.step()
+        results.append([p.tobytes() for p in params])
+    assert results[0] == results[1] == results[2]
+
+
+@pytest.mark.parametrize("record,options", [c[:2] for c in DENSE], ids=[c[2] for c in DENSE])
+def test_resume_from_checkpoint_is_bitwise_identical(record, options, tmp_path):
+    dtype = np.float64
+    params, optimizer = run_nopt(record, options, dtype, 12)
+    nopt.save({"optimizer": optimizer.state_dict(), "params": [np.array(p) for p in params]},
+              tmp_path / "ckpt.nopt")
+    run_nopt(record, options, dtype, 12, start=12, params=params, optimizer=optimizer)
+
+    saved = nopt.load(tmp_path / "ckpt.nopt")
+    params2 = [nopt.Parameter(a) for a in saved["params"]]
+    optimizer2 = record.cls(split_groups(params2, options), **options)
+    optimizer2.load_state_dict(saved["optimizer"])
+    run_nopt(record, options, dtype, 12, start=12, params=params2, optimizer=optimizer2)
+    assert_same_snapshot(snapshot(params, optimizer), snapshot(params2, optimizer2))
+
+
+_invalid = [(r, kw, exc, msg) for r in RECORDS for kw, exc, msg in r.invalid]
+
+
+@pytest.mark.parametrize("record,kwargs,exc,match", _invalid,
+                         ids=[f"{c[0].name}-{c[1]}" for c in _invalid])
+def test_invalid_hyperparameters(record, kwargs, exc, match):
+    p = nopt.Parameter(np.zeros(3))
+    with pytest.raises(exc, match=match):
+        record.cls([p], **kwargs)
+    torch = pytest.importorskip("torch")
+    with pytest.raises(exc):
+        record.torch_cls([torch.zeros(3, requires_grad=True)], **kwargs)
+
+
+@pytest.mark.parametrize("record,options", [c[:2] for c in DENSE], ids=[c[2] for c in DENSE])
+def test_bad_gradient_changes_nothing(record, options):
+    params, optimizer = run_nopt(record, options, np.float64, 3)
+    before = snapshot(params, optimizer)
+    for p in params:
+        p.grad = np.ones_like(p)
+    params[-1]._grad = np.ones(params[-1].size + 1)  # bypass the setter's check
+    with pytest.raises(ValueError, match=r"param_groups\[1\]\['params'\]\[1\].*shape"):
+        optimizer.step()
+    assert_same_snapshot(before, snapshot(params, optimizer))
