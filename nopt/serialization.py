@@ -132,7 +132,7 @@ def save(obj, path):
                 archive.writestr(_MANIFEST, json.dumps(manifest, allow_nan=False))
                 for name, array in arrays.items():
                     with archive.open(f"arrays/{name}.npy", "w", force_zip64=True) as out:
-                        np.lib.format.write_array(out, np.ascontiguousarray(array), allow_pickle=False)
+                        np.lib.format.write_array(out, array, allow_pickle=False)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
