@@ -10,8 +10,10 @@ import io
 import json
 import math
 import os
+import struct
 import tempfile
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -25,6 +27,13 @@ _MAX_DEPTH = 64
 
 class CheckpointError(ValueError):
     """A file is not a readable nopt checkpoint (foreign, truncated or corrupt)."""
+
+
+# What reading a damaged zip member or .npy header can raise.
+_READ_ERRORS = (
+    ValueError, OSError, EOFError, zipfile.BadZipFile, NotImplementedError, RuntimeError,
+    struct.error, UnicodeDecodeError, OverflowError, TypeError, SyntaxError, zlib.error,
+)
 
 
 def _encode(obj, arrays, depth=0):
@@ -103,10 +112,24 @@ def _read_array(archive, name):
     try:
         with archive.open(f"arrays/{name}.npy") as f:
             data = f.read()
-        return np.lib.format.read_array(io.BytesIO(data), allow_pickle=False)
+        stream = io.BytesIO(data)
+        # Check the header against the bytes present before numpy allocates:
+        # a corrupt header must not ask for terabytes.
+        version = np.lib.format.read_magic(stream)
+        read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                       (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+        if read_header is None:
+            raise ValueError(f"unsupported .npy version {version}")
+        shape, fortran, dtype = read_header(stream)
+        if dtype.hasobject:
+            raise ValueError("object arrays are not allowed")
+        if int(np.prod(shape, dtype=np.float64)) * dtype.itemsize > len(data):
+            raise ValueError(f"header promises shape {shape} of {dtype}, more than the stored bytes")
+        stream.seek(0)
+        return np.lib.format.read_array(stream, allow_pickle=False)
     except KeyError as exc:
         raise CheckpointError(f"checkpoint lacks array {name!r}") from exc
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+    except _READ_ERRORS as exc:
         raise CheckpointError(f"array {name!r} in the checkpoint is unreadable: {exc}") from exc
 
 
@@ -156,7 +179,9 @@ def load(path):
     path = os.fspath(path)
     try:
         archive = zipfile.ZipFile(path, "r")
-    except zipfile.BadZipFile as exc:
+    except FileNotFoundError:
+        raise
+    except _READ_ERRORS as exc:
         raise CheckpointError(f"{path!r} is not a nopt checkpoint (not a zip file, or truncated)") from exc
     with archive:
         try:
@@ -164,7 +189,7 @@ def load(path):
                 manifest = json.loads(f.read().decode("utf-8"))
         except KeyError as exc:
             raise CheckpointError(f"{path!r} is not a nopt checkpoint (no manifest)") from exc
-        except (ValueError, UnicodeDecodeError, zipfile.BadZipFile, OSError, EOFError) as exc:
+        except (_READ_ERRORS + (RecursionError,)) as exc:
             raise CheckpointError(f"{path!r} has a corrupt manifest: {exc}") from exc
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
             raise CheckpointError(f"{path!r} is not a nopt checkpoint")
