@@ -161,3 +161,95 @@ def test_bad_gradient_changes_nothing(record, options):
     with pytest.raises(ValueError, match=r"param_groups\[1\]\['params'\]\[1\].*shape"):
         optimizer.step()
     assert_same_snapshot(before, snapshot(params, optimizer))
+
+
+def _bad_grad_shape(params):
+    params[-1]._grad = np.ones(params[-1].size + 1)
+    return ValueError, r"param_groups\[1\]\['params'\]\[1\].*shape \(13,\); expected \(3, 2, 2\)"
+
+
+def _int_grad(params):
+    params[-1]._grad = np.ones(params[-1].shape, dtype=np.int64)
+    return TypeError, r"param_groups\[1\]\['params'\]\[1\].*dtype int64; expected float64"
+
+
+def _float32_grad(params):
+    params[0]._grad = np.ones(params[0].shape, dtype=np.float32)
+    return TypeError, r"param_groups\[0\]\['params'\]\[0\].*dtype float32; expected float64"
+
+
+def _object_grad(params):
+    params[1]._grad = np.array([1.0] * params[1].size, dtype=object).reshape(params[1].shape)
+    return TypeError, r"param_groups\[0\]\['params'\]\[1\].*dtype object"
+
+
+def _scalar_grad(params):
+    params[2]._grad = 1.0
+    return TypeError, r"param_groups\[1\]\['params'\]\[0\].*got float"
+
+
+def _aliasing_grad(params):
+    params[2]._grad = params[2].view(np.ndarray)
+    return ValueError, r"param_groups\[1\]\['params'\]\[0\].*shares memory"
+
+
+def _non_contiguous_grad(params):
+    params[2]._grad = np.asfortranarray(np.ones(params[2].shape))
+    return ValueError, r"param_groups\[1\]\['params'\]\[0\].*C-contiguous"
+
+
+def _read_only_param(params):
+    params[1].flags.writeable = False
+    return ValueError, r"param_groups\[0\]\['params'\]\[1\].*read-only"
+
+
+BAD_INPUTS = [_bad_grad_shape, _int_grad, _float32_grad, _object_grad, _scalar_grad,
+              _aliasing_grad, _non_contiguous_grad, _read_only_param]
+_REPRESENTATIVE = [(r, r.option_sets[-1]) for r in RECORDS if not r.sparse_grad]
+
+
+@pytest.mark.parametrize("bad", BAD_INPUTS, ids=[f.__name__[1:] for f in BAD_INPUTS])
+@pytest.mark.parametrize("record,options", _REPRESENTATIVE, ids=[r.name for r, _ in _REPRESENTATIVE])
+def test_bad_input_names_the_parameter_and_changes_nothing(record, options, bad):
+    params, optimizer = run_nopt(record, options, np.float64, 3)
+    for p in params:
+        p.grad = np.ones_like(p)
+    before = snapshot(params, optimizer)
+    exc, match = bad(params)
+    with pytest.raises(exc, match=match):
+        optimizer.step()
+    for p in params:
+        p.flags.writeable = True
+    assert_same_snapshot(before, snapshot(params, optimizer))
+
+
+@pytest.mark.parametrize("record,options", _REPRESENTATIVE, ids=[r.name for r, _ in _REPRESENTATIVE])
+def test_non_contiguous_parameter_is_rejected_before_any_change(record, options):
+    base = nopt.Parameter(np.ones((4, 3)))
+    transposed = base.T  # a Parameter view that is not C-contiguous
+    ok = nopt.Parameter(np.ones(5))
+    optimizer = record.cls([ok, transposed], **options)
+    ok.grad = np.ones(5)
+    transposed._grad = np.ones((3, 4))
+    before = snapshot([ok, transposed], optimizer)
+    with pytest.raises(ValueError, match=r"param_groups\[0\]\['params'\]\[1\].*C-contiguous"):
+        optimizer.step()
+    assert_same_snapshot(before, snapshot([ok, transposed], optimizer))
+
+
+@pytest.mark.parametrize("record,options", _REPRESENTATIVE, ids=[r.name for r, _ in _REPRESENTATIVE])
+def test_zero_size_parameters_are_a_no_op(record, options):
+    empty = nopt.Parameter(np.zeros((0, 3)))
+    other = nopt.Parameter(np.ones(4))
+    optimizer = record.cls([empty, other], **options)
+    empty.grad = np.zeros((0, 3))
+    other.grad = np.ones(4)
+    for _ in range(3):
+        optimizer.step()
+    assert empty.shape == (0, 3)
+    reference = nopt.Parameter(np.ones(4))
+    solo = record.cls([reference], **options)
+    reference.grad = np.ones(4)
+    for _ in range(3):
+        solo.step()
+    assert other.tobytes() == reference.tobytes()
