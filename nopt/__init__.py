@@ -20,6 +20,7 @@ _LAZY = {
     "RMSprop": "rmsprop", "Rprop": "rprop", "ASGD": "asgd",
     "LBFGS": "lbfgs", "CG": "cg", "minimize": "_minimize",
     "ParameterBuffer": "flat", "flat_parameters": "flat",
+    "ApplyIfFinite": "finite", "grads_are_finite": "finite",
 }
 _SUBMODULES = ("lr_scheduler", "swa_utils", "utils", "bench", "demo")
 
