@@ -16,6 +16,10 @@
 from cython.parallel cimport parallel, prange
 from libc.stdint cimport intptr_t
 
+from libc.math cimport INFINITY, NAN
+from libc.stdint cimport uint32_t, uint64_t
+from libc.string cimport memcpy
+
 from ._common cimport floating, fabs_, max_nan, min_nan, pow
 
 import numpy as np
@@ -93,21 +97,61 @@ cdef double _sum_pow(const floating* a, Py_ssize_t n, double p) noexcept nogil:
 
 
 cdef double _max_abs(const floating* a, Py_ssize_t n) noexcept nogil:
-    # max_nan(x, m) returns x when x is NaN, and m when m is NaN (x > NaN is
-    # false), so a NaN anywhere makes the result NaN, as torch's max.
-    cdef floating m = 0
+    # On the IEEE bit patterns with the sign cleared, unsigned integer order
+    # is |x| order, and every NaN is above inf: an integer max (which
+    # vectorises) gives max |x|, or a NaN if there is one, as torch's max.
+    cdef const uint32_t* b32
+    cdef const uint64_t* b64
+    cdef uint32_t v32, m32 = 0
+    cdef uint64_t v64, m64 = 0
+    cdef float f
+    cdef double d
     cdef Py_ssize_t j
-    for j in range(n):
-        m = max_nan(fabs_(a[j]), m)
-    return m
+    if floating is float:
+        b32 = <const uint32_t*> a
+        for j in range(n):
+            v32 = b32[j] & 0x7fffffffu
+            m32 = v32 if v32 > m32 else m32
+        memcpy(&f, &m32, 4)
+        return f
+    else:
+        b64 = <const uint64_t*> a
+        for j in range(n):
+            v64 = b64[j] & 0x7fffffffffffffffULL
+            m64 = v64 if v64 > m64 else m64
+        memcpy(&d, &m64, 8)
+        return d
 
 
 cdef double _min_abs(const floating* a, Py_ssize_t n) noexcept nogil:
-    cdef floating m = fabs_(a[0]) if n > 0 else 0
+    cdef floating m0 = INFINITY, x0
+    cdef int nan = 0
     cdef Py_ssize_t j
     for j in range(n):
-        m = min_nan(fabs_(a[j]), m)
-    return m
+        x0 = fabs_(a[j])
+        nan = nan | (x0 != x0)
+        m0 = x0 if x0 < m0 else m0
+    return NAN if nan else m0
+
+
+cdef double _sum_cube(const floating* a, Py_ssize_t n) noexcept nogil:
+    # |x|**3 by multiplication: exact in double for float32 input, and far
+    # faster than pow.
+    cdef double s0 = 0, s1 = 0, s2 = 0, s3 = 0, x0, x1, x2, x3
+    cdef Py_ssize_t j, m = n - n % 4
+    for j in range(0, m, 4):
+        x0 = fabs_(<double> a[j])
+        x1 = fabs_(<double> a[j + 1])
+        x2 = fabs_(<double> a[j + 2])
+        x3 = fabs_(<double> a[j + 3])
+        s0 = s0 + x0 * x0 * x0
+        s1 = s1 + x1 * x1 * x1
+        s2 = s2 + x2 * x2 * x2
+        s3 = s3 + x3 * x3 * x3
+    for j in range(m, n):
+        x0 = fabs_(<double> a[j])
+        s0 = s0 + x0 * x0 * x0
+    return (s0 + s1) + (s2 + s3)
 
 
 cdef void _partials(
@@ -130,6 +174,8 @@ cdef void _partials(
                 out[c] = _max_abs(a, n)
             elif kind == _NEG_INF:
                 out[c] = _min_abs(a, n)
+            elif p == 3.0:
+                out[c] = _sum_cube(a, n)
             else:
                 out[c] = _sum_pow(a, n, p)
 
@@ -199,21 +245,27 @@ cdef void _clamp(
 ) noexcept nogil:
     cdef Py_ssize_t c, j, start, n, n_chunks = chunks.shape[0]
     cdef floating* g                # IN/OUT: the gradient
-    cdef floating lo_t = <floating> lo, hi_t = <floating> hi
+    cdef floating x, lo_t = <floating> lo, hi_t = <floating> hi
     with parallel(num_threads=n_threads):
         for c in prange(n_chunks, schedule="static"):
             start = chunks[c, 1]
             n = chunks[c, 2] - start
             g = <floating*> ptrs[chunks[c, 0], 0] + start
             for j in range(n):
-                # torch's clamp_min then clamp_max: NaN input or bound gives
-                # NaN, and lo > hi gives hi.
-                g[j] = min_nan(max_nan(g[j], lo_t), hi_t)
+                # torch's clamp_min then clamp_max: a NaN element stays NaN
+                # (both compares are false), lo > hi gives hi. NaN bounds are
+                # handled by the caller.
+                x = g[j]
+                x = lo_t if x < lo_t else x
+                g[j] = hi_t if x > hi_t else x
 
 
 def clamp(const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, bint is_double,
           int n_threads, double lo, double hi):
     """Clamp every array in the table to [lo, hi] in place, as torch's clamp_."""
+    if lo != lo or hi != hi:  # torch: a NaN bound makes every element NaN
+        scale(ptrs, chunks, is_double, n_threads, NAN)
+        return
     with nogil:
         if is_double:
             _clamp(<double*> NULL, ptrs, chunks, n_threads, lo, hi)
