@@ -19,6 +19,15 @@ def _unwrap(value):
     return value
 
 
+def _is_sparse(value):
+    module = type(value).__module__
+    if not module.startswith("scipy.sparse"):
+        return False
+    import scipy.sparse
+
+    return scipy.sparse.issparse(value)
+
+
 class Parameter(np.ndarray):
     """A float32 or float64, C-contiguous, writeable ndarray with a ``grad``.
 
@@ -131,6 +140,12 @@ class Parameter(np.ndarray):
 
     @grad.setter
     def grad(self, value):
+        if value is not None and not isinstance(value, np.ndarray) and _is_sparse(value):
+            # SparseAdam's gradients: scipy.sparse matrices/arrays of the same shape.
+            if tuple(value.shape) != self.shape:
+                raise ValueError(f"grad has shape {value.shape}; expected {self.shape}")
+            self._grad = value
+            return
         if value is not None:
             if not isinstance(value, np.ndarray):
                 raise TypeError(

@@ -184,9 +184,6 @@ class SparseAdam(Optimizer):
     ``exp_avg_sq`` (dense arrays of the parameter's shape). A step checks
     every gradient of every group before it changes anything.
 
-    Until :class:`nopt.Parameter`'s ``grad`` setter accepts scipy.sparse,
-    set the gradient with ``p._grad = g``.
-
     References
     ----------
     .. [1] Kingma and Ba, "Adam: A Method for Stochastic Optimization",

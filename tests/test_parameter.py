@@ -125,3 +125,14 @@ def test_copy_pickle_roundtrip():
     r = pickle.loads(pickle.dumps(p))
     assert type(r) is Parameter
     np.testing.assert_array_equal(r, p)
+
+
+def test_grad_accepts_scipy_sparse_of_the_same_shape():
+    import scipy.sparse as sp
+
+    p = Parameter(np.zeros((3, 4)))
+    g = sp.coo_array(([1.0], ([0], [1])), shape=(3, 4))
+    p.grad = g
+    assert p.grad is g
+    with pytest.raises(ValueError, match="shape"):
+        p.grad = sp.csr_matrix((4, 3))

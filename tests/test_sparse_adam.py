@@ -24,11 +24,7 @@ FORMATS = ["coo_matrix", "coo_array", "csr_matrix", "csr_array"]
 
 
 def set_grad(p, g):
-    """Set a sparse grad (Parameter's setter accepts only ndarrays for now)."""
-    try:
-        p.grad = g
-    except TypeError:
-        p._grad = g
+    p.grad = g
 
 
 def triplets(rng, shape, dtype, t):
