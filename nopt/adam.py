@@ -68,28 +68,32 @@ def _batch_states(optimizer, batches, keys, make):
     list of list of dict
         Per batch, the (live) state dict of each of its parameters.
     """
+    get = optimizer.state.get
+    found = []
     for batch in batches:
         wanted = keys(batch.group) if callable(keys) else keys
-        for k, p in enumerate(batch.params):
-            state = optimizer.state.get(p)
-            if state and not all(key in state for key in wanted):
-                missing = [key for key in wanted if key not in state]
-                raise ValueError(
-                    f"the state of param_groups[{batch.group_index}]['params'][{batch.indices[k]}] "
-                    f"has no {', '.join(repr(m) for m in missing)} entry; expected the keys "
-                    f"{list(wanted)} for this group's options (was an option such as "
-                    "'amsgrad' switched on after the state was created?)"
-                )
-    out = []
-    for batch in batches:
-        states = [optimizer.state[p] for p in batch.params]
+        wanted_set = frozenset(wanted)
+        states = [get(p) for p in batch.params]
+        bad = [k for k, s in enumerate(states) if s and not s.keys() >= wanted_set]
+        if bad:
+            k = bad[0]
+            missing = [key for key in wanted if key not in states[k]]
+            raise ValueError(
+                f"the state of param_groups[{batch.group_index}]['params'][{batch.indices[k]}] "
+                f"has no {', '.join(repr(m) for m in missing)} entry; expected the keys "
+                f"{list(wanted)} for this group's options (was an option such as "
+                "'amsgrad' switched on after the state was created?)"
+            )
+        found.append(states)
+    for batch, states in zip(batches, found):
         fresh = [k for k, s in enumerate(states) if not s]
         if fresh:
             params = [batch.params[k] for k in fresh]
-            for k, new in zip(fresh, make(batch.group, params)):
-                states[k].update(new)
-        out.append(states)
-    return out
+            for k, p, new in zip(fresh, params, make(batch.group, params)):
+                state = optimizer.state[p]
+                state.update(new)
+                states[k] = state
+    return found
 
 
 def _zero_state(optimizer, params, keys, **scalars):

@@ -12,7 +12,13 @@
 from cython.parallel cimport parallel, prange
 from libc.stdint cimport intptr_t
 
-from ._common cimport floating, fabs_, max_nan, nopt_ftz_enter, nopt_ftz_exit
+from ._common cimport floating, fabs_, nopt_ftz_enter, nopt_ftz_exit
+
+
+# NaN-propagating max (torch.maximum), as one select: _common's max_nan has an
+# early return that keeps gcc from vectorising this loop.
+cdef inline floating _max_nan(floating x, floating y) noexcept nogil:
+    return x if (x > y) | (x != x) else y
 
 
 cdef inline void _adamax_range(
@@ -38,7 +44,7 @@ cdef inline void _adamax_range(
         else:
             m = g + w_minus_1 * (g - m)
         exp_avg[j] = m
-        u = max_nan(exp_inf[j] * beta2, fabs_(g) + eps)
+        u = _max_nan(exp_inf[j] * beta2, fabs_(g) + eps)
         exp_inf[j] = u
         param[j] = p + neg_clr * m / u
 
