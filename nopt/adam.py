@@ -29,12 +29,13 @@ def _validate(lr, betas, eps, weight_decay, **extra):
     _check_real("lr", lr)
     _check_real("eps", eps)
     _check_real("weight_decay", weight_decay)
+    expected = f"betas must be a pair of real numbers (beta1, beta2), got {betas!r}"
     try:
         betas = tuple(betas)
     except TypeError:
-        raise TypeError(f"betas must be a pair of real numbers (beta1, beta2), got {betas!r}") from None
+        raise TypeError(expected) from None
     if len(betas) != 2:
-        raise ValueError(f"betas must be a pair of real numbers (beta1, beta2), got {betas!r}")
+        raise ValueError(expected)
     for i, beta in enumerate(betas):
         _check_real(f"betas[{i}]", beta)
     if not 0.0 <= lr:
@@ -228,8 +229,9 @@ class Adam(Optimizer):
             lr = group["lr"]
             decay, l2 = _decay_terms(group)
             sign = -1.0 if group["maximize"] else 1.0
-            for old_step, part in self._split_by(batch.params, [s["step"] for s in states]):
-                step = float(old_step) + 1
+            steps = [float(s["step"]) for s in states]
+            for old_step, part in self._split_by(batch.params, steps):
+                step = old_step + 1
                 bias_correction1 = 1 - beta1 ** step
                 bias_correction2 = 1 - beta2 ** step
                 args = (sign, decay, l2, 1 - beta1, beta2, 1 / bias_correction2 ** 0.5,

@@ -72,8 +72,9 @@ class Adamax(Optimizer):
             group = batch.group
             beta1, beta2 = group["betas"]
             sign = -1.0 if group["maximize"] else 1.0
-            for old_step, part in self._split_by(batch.params, [s["step"] for s in states]):
-                step = float(old_step) + 1
+            steps = [float(s["step"]) for s in states]
+            for old_step, part in self._split_by(batch.params, steps):
+                step = old_step + 1
                 clr = group["lr"] / (1 - beta1 ** step)
                 args = (sign, group["weight_decay"], 1 - beta1, beta2, group["eps"], -clr)
                 streams, part_states = _part_streams(batch, states, part, _KEYS)

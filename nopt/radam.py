@@ -97,8 +97,9 @@ class RAdam(Optimizer):
             lr = group["lr"]
             decay, l2 = _decay_terms(group)
             sign = -1.0 if group["maximize"] else 1.0
-            for old_step, part in self._split_by(batch.params, [s["step"] for s in states]):
-                step = float(old_step) + 1
+            steps = [float(s["step"]) for s in states]
+            for old_step, part in self._split_by(batch.params, steps):
+                step = old_step + 1
                 bias_correction1 = 1 - beta1 ** step
                 _, rect = _rectification(beta2, step)
                 if rect is None:

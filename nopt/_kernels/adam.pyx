@@ -7,7 +7,7 @@
 #   g = ±grad (+ wd*p, coupled)   p = p * (1 - lr*wd) (decoupled; 1 otherwise)
 #   m = lerp(m, g, 1-beta1)       v = v*beta2 + ((1-beta2)*g)*g
 #   v^ = max(v^, v) (amsgrad)     p = p + (neg_step*m) / (sqrt(v^)*inv_bc2_sqrt + eps)
-# ``lerp`` is torch's two-sided formula (exact at both ends). The three flags
+# ``lerp`` is torch's two-sided formula. The three flags
 # (coupled decay, small lerp weight, amsgrad) are passed as literals to an
 # inline body, so each combination compiles to its own branch-free loop.
 
@@ -51,17 +51,50 @@ cdef inline void _adam_range(
         param[j] = p + neg_step * m / d
 
 
+cdef inline void _adam_chunk(
+    floating* p, const floating* g, floating* m, floating* v, floating* vmax, Py_ssize_t n,
+    floating sign, floating decay, floating wd, floating w, floating beta2, floating omb2,
+    floating inv, floating eps, floating step, bint coupled, bint small, bint amsgrad,
+) noexcept nogil:
+    # Literal flags per call site: each combination gets its own loop.
+    if amsgrad:
+        if coupled:
+            if small:
+                _adam_range(p, g, m, v, vmax, n, sign, decay, wd, w, beta2, omb2, inv, eps,
+                            step, True, True, True)
+            else:
+                _adam_range(p, g, m, v, vmax, n, sign, decay, wd, w, beta2, omb2, inv, eps,
+                            step, True, False, True)
+        else:
+            if small:
+                _adam_range(p, g, m, v, vmax, n, sign, decay, wd, w, beta2, omb2, inv, eps,
+                            step, False, True, True)
+            else:
+                _adam_range(p, g, m, v, vmax, n, sign, decay, wd, w, beta2, omb2, inv, eps,
+                            step, False, False, True)
+    else:
+        if coupled:
+            if small:
+                _adam_range(p, g, m, v, vmax, n, sign, decay, wd, w, beta2, omb2, inv, eps,
+                            step, True, True, False)
+            else:
+                _adam_range(p, g, m, v, vmax, n, sign, decay, wd, w, beta2, omb2, inv, eps,
+                            step, True, False, False)
+        else:
+            if small:
+                _adam_range(p, g, m, v, vmax, n, sign, decay, wd, w, beta2, omb2, inv, eps,
+                            step, False, True, False)
+            else:
+                _adam_range(p, g, m, v, vmax, n, sign, decay, wd, w, beta2, omb2, inv, eps,
+                            step, False, False, False)
+
+
 cdef void _adam(
     floating* tag, const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, int n_threads,
     double sign, double decay, double wd, double w, double beta2, double inv_bc2_sqrt,
     double eps, double neg_step, bint amsgrad,
 ) noexcept nogil:
-    cdef Py_ssize_t c, a, start, n, n_chunks = chunks.shape[0]
-    cdef floating* p
-    cdef const floating* g
-    cdef floating* m
-    cdef floating* v
-    cdef floating* vmax
+    cdef Py_ssize_t c, a, start, n_chunks = chunks.shape[0]
     cdef unsigned long long fp
     cdef floating sign_t = <floating> sign, decay_t = <floating> decay, wd_t = <floating> wd
     cdef floating w_t = <floating> w, beta2_t = <floating> beta2
@@ -76,42 +109,16 @@ cdef void _adam(
         for c in prange(n_chunks, schedule="static"):
             a = chunks[c, 0]
             start = chunks[c, 1]
-            n = chunks[c, 2] - start
-            p = <floating*> ptrs[a, 0] + start
-            g = <const floating*> ptrs[a, 1] + start
-            m = <floating*> ptrs[a, 2] + start
-            v = <floating*> ptrs[a, 3] + start
-            vmax = <floating*> ptrs[a, max_stream] + start
-            if amsgrad:
-                if coupled:
-                    if small:
-                        _adam_range(p, g, m, v, vmax, n, sign_t, decay_t, wd_t, w_t, beta2_t,
-                                    omb2_t, inv_t, eps_t, step_t, True, True, True)
-                    else:
-                        _adam_range(p, g, m, v, vmax, n, sign_t, decay_t, wd_t, w_t, beta2_t,
-                                    omb2_t, inv_t, eps_t, step_t, True, False, True)
-                else:
-                    if small:
-                        _adam_range(p, g, m, v, vmax, n, sign_t, decay_t, wd_t, w_t, beta2_t,
-                                    omb2_t, inv_t, eps_t, step_t, False, True, True)
-                    else:
-                        _adam_range(p, g, m, v, vmax, n, sign_t, decay_t, wd_t, w_t, beta2_t,
-                                    omb2_t, inv_t, eps_t, step_t, False, False, True)
-            else:
-                if coupled:
-                    if small:
-                        _adam_range(p, g, m, v, vmax, n, sign_t, decay_t, wd_t, w_t, beta2_t,
-                                    omb2_t, inv_t, eps_t, step_t, True, True, False)
-                    else:
-                        _adam_range(p, g, m, v, vmax, n, sign_t, decay_t, wd_t, w_t, beta2_t,
-                                    omb2_t, inv_t, eps_t, step_t, True, False, False)
-                else:
-                    if small:
-                        _adam_range(p, g, m, v, vmax, n, sign_t, decay_t, wd_t, w_t, beta2_t,
-                                    omb2_t, inv_t, eps_t, step_t, False, True, False)
-                    else:
-                        _adam_range(p, g, m, v, vmax, n, sign_t, decay_t, wd_t, w_t, beta2_t,
-                                    omb2_t, inv_t, eps_t, step_t, False, False, False)
+            _adam_chunk(
+                <floating*> ptrs[a, 0] + start,
+                <const floating*> ptrs[a, 1] + start,
+                <floating*> ptrs[a, 2] + start,
+                <floating*> ptrs[a, 3] + start,
+                <floating*> ptrs[a, max_stream] + start,
+                chunks[c, 2] - start,
+                sign_t, decay_t, wd_t, w_t, beta2_t, omb2_t, inv_t, eps_t, step_t,
+                coupled, small, amsgrad,
+            )
         nopt_ftz_exit(fp)
 
 

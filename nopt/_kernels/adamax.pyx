@@ -49,15 +49,29 @@ cdef inline void _adamax_range(
         param[j] = p + neg_clr * m / u
 
 
+cdef inline void _adamax_chunk(
+    floating* p, const floating* g, floating* m, floating* u, Py_ssize_t n,
+    floating sign, floating wd, floating w, floating beta2, floating eps, floating clr,
+    bint coupled, bint small,
+) noexcept nogil:
+    # Literal flags per call site: each combination gets its own loop.
+    if coupled:
+        if small:
+            _adamax_range(p, g, m, u, n, sign, wd, w, beta2, eps, clr, True, True)
+        else:
+            _adamax_range(p, g, m, u, n, sign, wd, w, beta2, eps, clr, True, False)
+    else:
+        if small:
+            _adamax_range(p, g, m, u, n, sign, wd, w, beta2, eps, clr, False, True)
+        else:
+            _adamax_range(p, g, m, u, n, sign, wd, w, beta2, eps, clr, False, False)
+
+
 cdef void _adamax(
     floating* tag, const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, int n_threads,
     double sign, double wd, double w, double beta2, double eps, double neg_clr,
 ) noexcept nogil:
-    cdef Py_ssize_t c, a, start, n, n_chunks = chunks.shape[0]
-    cdef floating* p
-    cdef const floating* g
-    cdef floating* m
-    cdef floating* u
+    cdef Py_ssize_t c, a, start, n_chunks = chunks.shape[0]
     cdef unsigned long long fp
     cdef floating sign_t = <floating> sign, wd_t = <floating> wd, w_t = <floating> w
     cdef floating beta2_t = <floating> beta2, eps_t = <floating> eps, clr_t = <floating> neg_clr
@@ -69,21 +83,14 @@ cdef void _adamax(
         for c in prange(n_chunks, schedule="static"):
             a = chunks[c, 0]
             start = chunks[c, 1]
-            n = chunks[c, 2] - start
-            p = <floating*> ptrs[a, 0] + start
-            g = <const floating*> ptrs[a, 1] + start
-            m = <floating*> ptrs[a, 2] + start
-            u = <floating*> ptrs[a, 3] + start
-            if coupled:
-                if small:
-                    _adamax_range(p, g, m, u, n, sign_t, wd_t, w_t, beta2_t, eps_t, clr_t, True, True)
-                else:
-                    _adamax_range(p, g, m, u, n, sign_t, wd_t, w_t, beta2_t, eps_t, clr_t, True, False)
-            else:
-                if small:
-                    _adamax_range(p, g, m, u, n, sign_t, wd_t, w_t, beta2_t, eps_t, clr_t, False, True)
-                else:
-                    _adamax_range(p, g, m, u, n, sign_t, wd_t, w_t, beta2_t, eps_t, clr_t, False, False)
+            _adamax_chunk(
+                <floating*> ptrs[a, 0] + start,
+                <const floating*> ptrs[a, 1] + start,
+                <floating*> ptrs[a, 2] + start,
+                <floating*> ptrs[a, 3] + start,
+                chunks[c, 2] - start,
+                sign_t, wd_t, w_t, beta2_t, eps_t, clr_t, coupled, small,
+            )
         nopt_ftz_exit(fp)
 
 

@@ -48,16 +48,34 @@ cdef inline void _nadam_range(
         param[j] = p + c_avg * m / d
 
 
+cdef inline void _nadam_chunk(
+    floating* p, const floating* g, floating* m, floating* v, Py_ssize_t n,
+    floating sign, floating decay, floating wd, floating w, floating beta2, floating omb2,
+    floating inv, floating eps, floating cg, floating cm, bint coupled, bint small,
+) noexcept nogil:
+    # Literal flags per call site: each combination gets its own loop.
+    if coupled:
+        if small:
+            _nadam_range(p, g, m, v, n, sign, decay, wd, w, beta2, omb2, inv, eps, cg, cm,
+                         True, True)
+        else:
+            _nadam_range(p, g, m, v, n, sign, decay, wd, w, beta2, omb2, inv, eps, cg, cm,
+                         True, False)
+    else:
+        if small:
+            _nadam_range(p, g, m, v, n, sign, decay, wd, w, beta2, omb2, inv, eps, cg, cm,
+                         False, True)
+        else:
+            _nadam_range(p, g, m, v, n, sign, decay, wd, w, beta2, omb2, inv, eps, cg, cm,
+                         False, False)
+
+
 cdef void _nadam(
     floating* tag, const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, int n_threads,
     double sign, double decay, double wd, double w, double beta2, double inv_bc2, double eps,
     double c_grad, double c_avg,
 ) noexcept nogil:
-    cdef Py_ssize_t c, a, start, n, n_chunks = chunks.shape[0]
-    cdef floating* p
-    cdef const floating* g
-    cdef floating* m
-    cdef floating* v
+    cdef Py_ssize_t c, a, start, n_chunks = chunks.shape[0]
     cdef unsigned long long fp
     cdef floating sign_t = <floating> sign, decay_t = <floating> decay, wd_t = <floating> wd
     cdef floating w_t = <floating> w, beta2_t = <floating> beta2
@@ -71,25 +89,15 @@ cdef void _nadam(
         for c in prange(n_chunks, schedule="static"):
             a = chunks[c, 0]
             start = chunks[c, 1]
-            n = chunks[c, 2] - start
-            p = <floating*> ptrs[a, 0] + start
-            g = <const floating*> ptrs[a, 1] + start
-            m = <floating*> ptrs[a, 2] + start
-            v = <floating*> ptrs[a, 3] + start
-            if coupled:
-                if small:
-                    _nadam_range(p, g, m, v, n, sign_t, decay_t, wd_t, w_t, beta2_t, omb2_t,
-                                 inv_t, eps_t, cg_t, cm_t, True, True)
-                else:
-                    _nadam_range(p, g, m, v, n, sign_t, decay_t, wd_t, w_t, beta2_t, omb2_t,
-                                 inv_t, eps_t, cg_t, cm_t, True, False)
-            else:
-                if small:
-                    _nadam_range(p, g, m, v, n, sign_t, decay_t, wd_t, w_t, beta2_t, omb2_t,
-                                 inv_t, eps_t, cg_t, cm_t, False, True)
-                else:
-                    _nadam_range(p, g, m, v, n, sign_t, decay_t, wd_t, w_t, beta2_t, omb2_t,
-                                 inv_t, eps_t, cg_t, cm_t, False, False)
+            _nadam_chunk(
+                <floating*> ptrs[a, 0] + start,
+                <const floating*> ptrs[a, 1] + start,
+                <floating*> ptrs[a, 2] + start,
+                <floating*> ptrs[a, 3] + start,
+                chunks[c, 2] - start,
+                sign_t, decay_t, wd_t, w_t, beta2_t, omb2_t, inv_t, eps_t, cg_t, cm_t,
+                coupled, small,
+            )
         nopt_ftz_exit(fp)
 
 
