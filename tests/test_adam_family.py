@@ -257,3 +257,35 @@ def test_flat_state_is_one_buffer_per_key():
     for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
         bases = {id(opt.state[p][key].base) for p in params}
         assert len(bases) == 1, key
+
+
+@pytest.mark.parametrize("name,options", [
+    ("Adam", dict(amsgrad=True)), ("Adam", dict(weight_decay=0.1)), ("AdamW", {}),
+    ("Adamax", {}), ("NAdam", {}), ("RAdam", {}),
+])
+def test_non_finite_values_propagate_as_in_torch(name, options):
+    """A NaN or inf gradient element, and an inf parameter with zero weight decay,
+    leave the same non-finite pattern in params and state as torch (NaN-propagating
+    maxima; no 0 * inf from an absent decay term)."""
+    params = [nopt.Parameter(np.array([1.0, -2.0, np.inf, 0.5, 3.0]))]
+    opt = getattr(nopt, name)(params, lr=0.1, **options)
+    tparams = _torch_params(params)
+    topt = getattr(torch.optim, name)(tparams, lr=0.1, **options, foreach=False)
+    # (No gradient cancels its decay term exactly: torch's add(alpha=) may use an
+    # FMA there, and Adam would then amplify that rounding.)
+    grads = [np.array([0.13, np.nan, 0.2, np.inf, -0.37]), np.array([0.2, 0.1, -0.1, 0.3, 0.4])]
+    for g in grads:
+        params[0].grad = g
+        tparams[0].grad = torch.from_numpy(g.copy())
+        opt.step()
+        topt.step()
+    t = tparams[0].detach().numpy()
+    np.testing.assert_array_equal(np.isnan(params[0]), np.isnan(t))
+    np.testing.assert_array_equal(np.isinf(params[0]), np.isinf(t))
+    finite = np.isfinite(t)
+    assert_close(params[0][finite], t[finite], 1e-10, "finite entries")
+    for key, value in topt.state[tparams[0]].items():
+        if key in ("step", "mu_product"):
+            continue
+        value = value.numpy()
+        np.testing.assert_array_equal(np.isnan(opt.state[params[0]][key]), np.isnan(value), key)
