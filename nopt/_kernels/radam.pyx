@@ -57,25 +57,33 @@ cdef inline void _radam_chunk(
     if rectified:
         if coupled:
             if small:
-                _radam_range(p, g, m, v, n, sign, decay, wd, w, beta2, omb2, eps, coef, True, True, True)
+                _radam_range(p, g, m, v, n, sign, decay, wd, w, beta2, omb2, eps, coef,
+                             True, True, True)
             else:
-                _radam_range(p, g, m, v, n, sign, decay, wd, w, beta2, omb2, eps, coef, True, False, True)
+                _radam_range(p, g, m, v, n, sign, decay, wd, w, beta2, omb2, eps, coef,
+                             True, False, True)
         else:
             if small:
-                _radam_range(p, g, m, v, n, sign, decay, wd, w, beta2, omb2, eps, coef, False, True, True)
+                _radam_range(p, g, m, v, n, sign, decay, wd, w, beta2, omb2, eps, coef,
+                             False, True, True)
             else:
-                _radam_range(p, g, m, v, n, sign, decay, wd, w, beta2, omb2, eps, coef, False, False, True)
+                _radam_range(p, g, m, v, n, sign, decay, wd, w, beta2, omb2, eps, coef,
+                             False, False, True)
     else:
         if coupled:
             if small:
-                _radam_range(p, g, m, v, n, sign, decay, wd, w, beta2, omb2, eps, coef, True, True, False)
+                _radam_range(p, g, m, v, n, sign, decay, wd, w, beta2, omb2, eps, coef,
+                             True, True, False)
             else:
-                _radam_range(p, g, m, v, n, sign, decay, wd, w, beta2, omb2, eps, coef, True, False, False)
+                _radam_range(p, g, m, v, n, sign, decay, wd, w, beta2, omb2, eps, coef,
+                             True, False, False)
         else:
             if small:
-                _radam_range(p, g, m, v, n, sign, decay, wd, w, beta2, omb2, eps, coef, False, True, False)
+                _radam_range(p, g, m, v, n, sign, decay, wd, w, beta2, omb2, eps, coef,
+                             False, True, False)
             else:
-                _radam_range(p, g, m, v, n, sign, decay, wd, w, beta2, omb2, eps, coef, False, False, False)
+                _radam_range(p, g, m, v, n, sign, decay, wd, w, beta2, omb2, eps, coef,
+                             False, False, False)
 
 
 cdef void _radam(
