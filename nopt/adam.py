@@ -60,7 +60,7 @@ def _batch_states(optimizer, batches, keys, make):
 
     Every existing (non-empty) state of every batch is checked for ``keys``
     first, so a state that cannot be stepped raises before anything changes.
-    Then each empty state is filled from ``make(params)``, a list of new
+    Then each empty state is filled from ``make(group, params)``, a list of new
     state dicts, as torch's lazy initialisation does on a parameter's first
     step. ``keys`` may depend on the group: ``keys(group)`` when callable.
 
