@@ -1,0 +1,113 @@
+"""RAdam: Adam with a rectified adaptive learning rate."""
+from ._kernels.radam import radam as _radam_kernel
+from .adam import _batch_states, _decay_terms, _part_streams, _run, _validate, _zero_state
+from .optimizer import Optimizer
+
+__all__ = ["RAdam"]
+
+_KEYS = ("exp_avg", "exp_avg_sq")
+
+
+def _rectification(beta2, step):
+    """(rho_t, r_t or None): the approximated SMA length and, when rho_t > 5, the rectifier."""
+    bias_correction2 = 1 - beta2 ** step
+    rho_inf = 2 / (1 - beta2) - 1
+    rho_t = rho_inf - 2 * step * (beta2 ** step) / bias_correction2
+    if not rho_t > 5.0:
+        return rho_t, None
+    rect = ((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
+    return rho_t, rect
+
+
+class RAdam(Optimizer):
+    r"""RAdam, as ``torch.optim.RAdam`` (single-tensor path).
+
+    .. math::
+        \begin{aligned}
+        g_t &\leftarrow \pm\nabla f(\theta_{t-1}) \ (+\,\lambda\theta_{t-1}
+             \text{ if coupled}) \qquad
+        \theta_{t-1} \leftarrow (1-\gamma\lambda)\,\theta_{t-1} \text{ if decoupled} \\
+        m_t &\leftarrow \beta_1 m_{t-1} + (1-\beta_1) g_t \qquad
+        v_t \leftarrow \beta_2 v_{t-1} + (1-\beta_2) g_t^2 \\
+        \rho_\infty &= \frac{2}{1-\beta_2} - 1 \qquad
+        \rho_t = \rho_\infty - \frac{2t\beta_2^t}{1-\beta_2^t} \\
+        \theta_t &\leftarrow \theta_{t-1} - \frac{\gamma\,m_t}{1-\beta_1^t} \cdot
+            \begin{cases}
+            r_t\,\dfrac{\sqrt{1-\beta_2^t}}{\sqrt{v_t}+\epsilon} & \rho_t > 5 \\
+            1 & \text{otherwise}
+            \end{cases} \\
+        r_t &= \sqrt{\frac{(\rho_t-4)(\rho_t-2)\rho_\infty}{(\rho_\infty-4)(\rho_\infty-2)\rho_t}}
+        \end{aligned}
+
+    The sign of the gradient is ``-`` when ``maximize``.
+
+    Parameters
+    ----------
+    params : iterable
+        Parameters or parameter-group dicts.
+    lr : float, default 1e-3
+        Learning rate :math:`\gamma`.
+    betas : (float, float), default (0.9, 0.999)
+        Decay rates :math:`\beta_1, \beta_2` of the moment estimates, in [0, 1).
+    eps : float, default 1e-8
+        Added to the denominator for numerical stability.
+    weight_decay : float, default 0
+        Weight decay :math:`\lambda`.
+    decoupled_weight_decay : bool, default False
+        Decay the parameters directly (as AdamW) instead of adding
+        :math:`\lambda\theta` to the gradient.
+    maximize : bool, default False
+        Maximize the objective instead of minimizing it.
+
+    Notes
+    -----
+    State per parameter: ``step`` (a float), ``exp_avg`` and ``exp_avg_sq``;
+    created on the parameter's first step. With the default
+    :math:`\beta_2 = 0.999` the first 5 steps are not rectified (plain
+    bias-corrected momentum SGD); the switch is exactly torch's ``rho_t > 5``.
+
+    References
+    ----------
+    .. [1] Liu et al., "On the Variance of the Adaptive Learning Rate and Beyond", ICLR 2020.
+    """
+
+    _elementwise_state = _KEYS
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
+                 decoupled_weight_decay=False, *, maximize=False):
+        betas = _validate(lr, betas, eps, weight_decay)
+        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                        decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)
+        super().__init__(params, defaults)
+
+    def _new_state(self, group, params):
+        return _zero_state(self, params, _KEYS, step=0.0)
+
+    def step(self, closure=None):
+        """Perform one optimization step; return the closure's loss if given."""
+        loss = None
+        if closure is not None:
+            loss = closure()
+        batches = self._batches()
+        all_states = _batch_states(self, batches, ("step",) + _KEYS, self._new_state)
+        planned = []
+        for batch, states in zip(batches, all_states):
+            group = batch.group
+            beta1, beta2 = group["betas"]
+            lr = group["lr"]
+            decay, l2 = _decay_terms(group)
+            sign = -1.0 if group["maximize"] else 1.0
+            steps = [float(s["step"]) for s in states]
+            for old_step, part in self._split_by(batch.params, steps):
+                step = old_step + 1
+                bias_correction1 = 1 - beta1 ** step
+                _, rect = _rectification(beta2, step)
+                if rect is None:
+                    coef = -(lr / bias_correction1)
+                else:
+                    coef = -(lr * rect * (1 - beta2 ** step) ** 0.5 / bias_correction1)
+                args = (sign, decay, l2, 1 - beta1, beta2, group["eps"], coef, rect is not None)
+                streams, part_states = _part_streams(batch, states, part, _KEYS)
+                planned.append((streams, batch.is_double, args, part_states, {"step": step}))
+        _run(_radam_kernel, planned)
+        return loss
