@@ -322,6 +322,7 @@ class ClosureLine:
         if self.n_evals >= self.max_evals:
             raise _OutOfEvals()
         self.flat.set_step(self.x0, alpha * self.scale, self.d)
+        self.last = (alpha, math.nan, None)  # the parameters are here now
         self.n_evals += 1
         f = call_closure(self.closure)
         g = self.flat.gather_grad()

@@ -81,7 +81,8 @@ class CG(Optimizer):
     max_iter : int, default 20
         Iterations per :meth:`step`.
     max_eval : int, optional
-        Closure calls per :meth:`step` (default ``max_iter * 5 // 4``).
+        Closure calls per :meth:`step` (default ``3 * max_iter``: a line
+        search iteration needs more than LBFGS's ``max_iter * 5 // 4``).
     tolerance_grad : float, default 1e-7
         Stop when :math:`\max_i |g_i| \le` ``tolerance_grad``.
     tolerance_change : float, default 1e-9
@@ -115,6 +116,10 @@ class CG(Optimizer):
 
     def __init__(self, params, max_iter=20, max_eval=None, tolerance_grad=1e-7,
                  tolerance_change=1e-9, beta="PR+", restart_every=None, c1=1e-4, c2=0.4):
+        if max_eval is None and isinstance(max_iter, (int, np.integer)) and not isinstance(max_iter, bool):
+            # A CG iteration takes ~1.5 closure calls with scipy's search;
+            # LBFGS's max_iter * 5 // 4 would starve it.
+            max_eval = 3 * int(max_iter)
         max_eval = check_common_options(max_iter, max_eval, tolerance_grad, tolerance_change)
         if beta not in BETA_RULES:
             raise ValueError(f"Invalid beta rule: {beta!r} (expected one of {', '.join(BETA_RULES)})")
@@ -250,7 +255,14 @@ class CG(Optimizer):
                 since = 0 if restarted else since + 1
 
                 gtd = float(np.dot(g, d))
-                old_f = prev_loss if prev_loss is not None else loss + math.sqrt(gg) / 2
+                # scipy's first trial step min(1, 2.02 (f - old_f) / g.d) needs
+                # a decrease since the last iterate; without one (first
+                # iteration, or the last search failed) scipy's start-up guess
+                # old_f = f + |g|/2 makes the first step about 1/|g| long.
+                if prev_loss is not None and prev_loss > loss:
+                    old_f = prev_loss
+                else:
+                    old_f = loss + math.sqrt(gg) / 2
                 prev_g = g
                 prev_loss = loss
                 if gtd > -tolerance_change:

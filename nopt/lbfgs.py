@@ -303,6 +303,7 @@ class LBFGS(Optimizer):
                         except BaseException:
                             flat.set(x_prev)
                             t = 0.0
+                            state["func_evals"] += 1
                             raise
                         ls_func_evals = 1
                         gmax = _absmax(new_grad)
