@@ -40,7 +40,6 @@ except ImportError:  # pragma: no cover - older layouts
         scalar_search_wolfe2,
     )
 
-from ._parameter import Parameter
 
 __all__ = [
     "NonFiniteError",

@@ -28,7 +28,8 @@ _HUGE = 2 ** 62  # "no limit" for closure calls
 
 
 def _wrap_callback(callback):
-    """scipy's rule: ``callback(intermediate_result=res)`` if that is the only parameter, else ``callback(x)``."""
+    """scipy's rule: ``callback(intermediate_result=res)`` when that is its only
+    parameter, else ``callback(x)`` with a copy of x."""
     if callback is None:
         return None
     try:

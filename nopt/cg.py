@@ -208,9 +208,10 @@ class CG(Optimizer):
         g = flat.gather_grad()
         gmax = _absmax(g)
         if not (math.isfinite(loss) and math.isfinite(gmax)):
+            what = "loss" if not math.isfinite(loss) else "gradient"
             raise NonFiniteError(
-                f"CG: the closure returned a non-finite {'loss' if not math.isfinite(loss) else 'gradient'} "
-                f"(loss={loss}) at the current parameters; nothing was changed"
+                f"CG: the closure returned a non-finite {what} (loss={loss}) at the "
+                "current parameters; nothing was changed"
             )
         state.setdefault("func_evals", 0)
         state.setdefault("n_iter", 0)
@@ -274,6 +275,7 @@ class CG(Optimizer):
                 # No test when the next iteration restarts anyway.
                 extra = None if since + 1 >= restart_every else self._descent_test(
                     rule, g, d, gtd, tolerance_grad)
+                ls_evals = 0
                 try:
                     res = self._search(flat, closure, d, loss, g, gtd, old_f,
                                        max_eval - current_evals, c1, c2, extra)
@@ -289,7 +291,7 @@ class CG(Optimizer):
                         ls_evals += res.n_evals
                 except BaseException:
                     t = 0.0
-                    state["func_evals"] += self._line.n_evals
+                    state["func_evals"] += ls_evals + self._line.n_evals
                     raise
                 current_evals += ls_evals
                 state["func_evals"] += ls_evals

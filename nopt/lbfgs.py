@@ -219,9 +219,10 @@ class LBFGS(Optimizer):
         flat_grad = flat.gather_grad()
         gmax = _absmax(flat_grad)
         if not (math.isfinite(loss) and math.isfinite(gmax)):
+            what = "loss" if not math.isfinite(loss) else "gradient"
             raise NonFiniteError(
-                f"LBFGS: the closure returned a non-finite {'loss' if not math.isfinite(loss) else 'gradient'} "
-                f"(loss={loss}) at the current parameters; nothing was changed"
+                f"LBFGS: the closure returned a non-finite {what} (loss={loss}) at the "
+                "current parameters; nothing was changed"
             )
         state.setdefault("func_evals", 0)
         state.setdefault("n_iter", 0)
@@ -338,7 +339,7 @@ class LBFGS(Optimizer):
                             ls_func_evals += res.n_evals
                     except BaseException:
                         t = 0.0  # the search put the parameters back
-                        state["func_evals"] += self._line.n_evals
+                        state["func_evals"] += ls_func_evals + self._line.n_evals
                         raise
                     if res.ok:
                         t, loss, flat_grad = res.t, res.loss, res.grad

@@ -113,7 +113,11 @@ OPTIONS = [
 ]
 
 
-@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
+def _option_id(o):
+    return ",".join(f"{k}={v}" for k, v in o.items()) or "default"
+
+
+@pytest.mark.parametrize("options", OPTIONS, ids=_option_id)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
 def test_fixed_step_matches_torch(dtype, options):
     """The trajectory (parameters, loss) is torch's: float64 to 1e-10, float32 to 1e-4.
