@@ -46,7 +46,10 @@ class LBFGS(Optimizer):
         x_{k+1} &= x_k + t_k d_k
         \end{aligned}
 
-    where a pair is kept only when :math:`s^\top y > 10^{-10}`.
+    where a pair is kept only when :math:`s^\top y > 10^{-10}` (torch's
+    test, fixed-step mode) or, with the line search, when
+    :math:`s^\top y > \epsilon\,|s^\top g_{k-1}|` (L-BFGS-B's relative
+    test; the absolute one drops every pair once steps get small).
 
     With ``line_search_fn=None`` the step is fixed, :math:`t_k = \gamma`
     (:math:`\min(1, 1/\|g_0\|_1)\,\gamma` on the very first iteration), and
@@ -107,6 +110,11 @@ class LBFGS(Optimizer):
     good point and ``last_step.reason == "line_search"`` (or
     ``"nonfinite"``). An exception raised by the closure propagates, with the
     parameters put back at the last accepted point.
+
+    One line search makes at most ``optimizer.max_ls`` (25, torch's
+    ``max_ls``) closure calls; reaching that cap counts as a failed search.
+    It is an attribute rather than a hyperparameter so that
+    ``param_groups`` keep torch's keys.
 
     After each :meth:`step`, ``optimizer.last_step`` is a
     :class:`nopt._linesearch.StepReport` saying why it stopped.
