@@ -1,0 +1,354 @@
+"""Nonlinear conjugate gradient over a closure, with scipy's Wolfe line search."""
+import math
+
+import numpy as np
+
+from ._linesearch import (
+    ClosureLine,
+    FlatParams,
+    NonFiniteError,
+    StepReport,
+    check_common_options,
+    loss_value,
+    wolfe_search,
+)
+from .lbfgs import MAX_LS, _absmax, _check_state, _coerce_state
+from .optimizer import Optimizer
+
+__all__ = ["CG"]
+
+_GROUP_ERROR = "CG doesn't support per-parameter options (parameter groups)"
+BETA_RULES = ("PR+", "FR", "PR", "HS", "DY")
+# Sufficient descent asked of every new direction: g.d <= -SIGMA |g|^2
+# (scipy's CG uses the same constant, sigma_3, for its PR+ check).
+SIGMA = 0.01
+
+
+def _beta(rule, gg1, g1g0, gg0, dg1, dg0):
+    """beta_k from dot products: g1.g1, g1.g0, g0.g0, d.g1, d.g0 (y = g1 - g0)."""
+    if rule in ("FR", "DY"):
+        num = gg1
+    else:
+        num = gg1 - g1g0  # g1 . y
+    if rule in ("HS", "DY"):
+        den = dg1 - dg0  # d . y
+    else:
+        den = gg0
+    if den == 0:
+        return math.nan
+    beta = num / den
+    if rule == "PR+":
+        beta = max(beta, 0.0)
+    return beta
+
+
+class CG(Optimizer):
+    r"""Nonlinear conjugate gradient with a choice of :math:`\beta` rule.
+
+    Each :meth:`step` runs up to ``max_iter`` iterations of
+
+    .. math::
+        \begin{aligned}
+        d_k &= -g_k + \beta_k d_{k-1} \qquad (d_k = -g_k \text{ on a restart}) \\
+        x_{k+1} &= x_k + t_k d_k
+        \end{aligned}
+
+    with :math:`y = g_k - g_{k-1}` and
+
+    =========  ===============================================================
+    ``"FR"``   :math:`\beta = g_k^\top g_k / g_{k-1}^\top g_{k-1}` (Fletcher-Reeves)
+    ``"PR"``   :math:`\beta = g_k^\top y / g_{k-1}^\top g_{k-1}` (Polak-Ribière)
+    ``"PR+"``  :math:`\beta = \max(0, \beta_{PR})` (default, as scipy's CG)
+    ``"HS"``   :math:`\beta = g_k^\top y / d_{k-1}^\top y` (Hestenes-Stiefel)
+    ``"DY"``   :math:`\beta = g_k^\top g_k / d_{k-1}^\top y` (Dai-Yuan)
+    =========  ===============================================================
+
+    :math:`t_k` satisfies the strong Wolfe conditions (``c1``, ``c2``),
+    found by scipy's line search (DCSRCH, then the zoom search) through the
+    closure, starting from scipy's CG guess
+    :math:`\min(1, 2.02 (f_k - f_{k-1}) / g_k^\top d_k)`.
+
+    The direction restarts at :math:`-g_k` every ``restart_every``
+    iterations and whenever the new direction is not a sufficient descent
+    direction, :math:`g_k^\top d_k > -0.01\,\|g_k\|^2`. As in scipy's CG,
+    the line search also rejects Wolfe steps whose next direction would fail
+    that test, so restarts for that reason are rare.
+
+    Parameters
+    ----------
+    params : iterable of Parameter
+        One group only. Shapes may differ; float32 and float64 both work.
+    max_iter : int, default 20
+        Iterations per :meth:`step`.
+    max_eval : int, optional
+        Closure calls per :meth:`step` (default ``3 * max_iter``: a line
+        search iteration needs more than LBFGS's ``max_iter * 5 // 4``).
+    tolerance_grad : float, default 1e-7
+        Stop when :math:`\max_i |g_i| \le` ``tolerance_grad``.
+    tolerance_change : float, default 1e-9
+        Stop when :math:`g^\top d > -`\ ``tolerance_change``, or when the step
+        :math:`\max_i |t d_i|` or the loss change falls to it or below.
+    beta : {"PR+", "FR", "PR", "HS", "DY"}
+        The :math:`\beta` rule.
+    restart_every : int, optional
+        Restart period; default: the number of variables.
+    c1, c2 : float, default 1e-4, 0.4
+        Wolfe parameters, ``0 < c1 < c2 < 1`` (scipy's CG defaults).
+
+    Notes
+    -----
+    The closure protocol, ``last_step`` and the handling of bad closures are
+    :class:`nopt.LBFGS`'s (with the line search). A failed line search
+    along a conjugate direction is retried once along :math:`-g`.
+
+    State (on the first parameter): ``func_evals``, ``n_iter``, ``d``,
+    ``t``, ``prev_flat_grad``, ``prev_loss``, ``n_since_restart``.
+
+    References
+    ----------
+    .. [1] Nocedal and Wright, *Numerical Optimization*, 2nd ed., Springer
+       2006, section 5.2.
+    .. [2] Hager and Zhang, "A survey of nonlinear conjugate gradient
+       methods", Pacific J. Optim. 2 (2006).
+    .. [3] Gilbert and Nocedal, "Global convergence properties of conjugate
+       gradient methods for optimization", SIAM J. Optim. 2 (1992).
+    """
+
+    def __init__(self, params, max_iter=20, max_eval=None, tolerance_grad=1e-7,
+                 tolerance_change=1e-9, beta="PR+", restart_every=None, c1=1e-4, c2=0.4):
+        if max_eval is None and isinstance(max_iter, (int, np.integer)) and not isinstance(max_iter, bool):
+            # A CG iteration takes ~1.5 closure calls with scipy's search;
+            # LBFGS's max_iter * 5 // 4 would starve it.
+            max_eval = 3 * int(max_iter)
+        max_eval = check_common_options(max_iter, max_eval, tolerance_grad, tolerance_change)
+        if beta not in BETA_RULES:
+            raise ValueError(f"Invalid beta rule: {beta!r} (expected one of {', '.join(BETA_RULES)})")
+        if restart_every is not None and (
+                isinstance(restart_every, bool) or not isinstance(restart_every, (int, np.integer))
+                or restart_every < 1):
+            raise ValueError(f"Invalid restart_every: {restart_every!r} (expected an int >= 1 or None)")
+        if not (isinstance(c1, (int, float)) and isinstance(c2, (int, float)) and 0 < c1 < c2 < 1):
+            raise ValueError(f"Invalid Wolfe parameters c1={c1!r}, c2={c2!r} (expected 0 < c1 < c2 < 1)")
+        defaults = dict(max_iter=int(max_iter), max_eval=max_eval, tolerance_grad=tolerance_grad,
+                        tolerance_change=tolerance_change, beta=beta,
+                        restart_every=None if restart_every is None else int(restart_every),
+                        c1=float(c1), c2=float(c2))
+        super().__init__(params, defaults)
+        self._flat = None
+        self._x0 = None
+        self.last_step = None
+        self.max_ls = MAX_LS
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self.__dict__.setdefault("max_ls", MAX_LS)
+
+    def add_param_group(self, param_group):
+        if self.param_groups:
+            raise ValueError(_GROUP_ERROR)
+        super().add_param_group(param_group)
+
+    def _flat_params(self):
+        params = self.param_groups[0]["params"]
+        flat = getattr(self, "_flat", None)
+        if flat is None or not flat.matches(params):
+            flat = self._flat = FlatParams(params)
+            self._x0 = None
+        return flat
+
+    def load_state_dict(self, state_dict):
+        """Load a state dict, checking CG's flat arrays against the parameters."""
+        before = (self.param_groups, self.state)
+        super().load_state_dict(state_dict)
+        try:
+            if len(self.param_groups) != 1:
+                raise ValueError(_GROUP_ERROR)
+            flat = FlatParams(self.param_groups[0]["params"])
+            state = self.state.get(flat.params[0])
+            if state:
+                _check_state(state, flat, lists=())
+        except (TypeError, ValueError):
+            self.param_groups, self.state = before
+            raise
+
+    def step(self, closure):
+        """Run up to ``max_iter`` iterations; return the closure's first loss.
+
+        Parameters
+        ----------
+        closure : callable
+            Sets ``.grad`` on the parameters and returns the loss.
+        """
+        return self._step(closure)
+
+    def _step(self, closure, on_iter=None):
+        """``step`` with ``on_iter(loss, prev_loss) -> reason or None`` after each iteration."""
+        if closure is None or not callable(closure):
+            raise TypeError(
+                "CG.step needs a closure: a callable that sets .grad on the parameters "
+                "and returns the loss"
+            )
+        if len(self.param_groups) != 1:
+            raise ValueError(_GROUP_ERROR)
+        group = self.param_groups[0]
+        max_iter = group["max_iter"]
+        max_eval = group["max_eval"]
+        tolerance_grad = group["tolerance_grad"]
+        tolerance_change = group["tolerance_change"]
+        rule = group["beta"]
+        c1, c2 = group["c1"], group["c2"]
+
+        flat = self._flat_params()
+        restart_every = group["restart_every"] or max(flat.numel, 1)
+        state = self.state[flat.params[0]]
+        _coerce_state(state, flat)
+
+        orig_loss = closure()
+        loss = loss_value(orig_loss)
+        g = flat.gather_grad()
+        gmax = _absmax(g)
+        if not (math.isfinite(loss) and math.isfinite(gmax)):
+            what = "loss" if not math.isfinite(loss) else "gradient"
+            raise NonFiniteError(
+                f"CG: the closure returned a non-finite {what} (loss={loss}) at the "
+                "current parameters; nothing was changed"
+            )
+        state.setdefault("func_evals", 0)
+        state.setdefault("n_iter", 0)
+        current_evals = 1
+        state["func_evals"] += 1
+        if gmax <= tolerance_grad:
+            self.last_step = StepReport("gtol", 0, 1, loss, g)
+            return orig_loss
+
+        d = state.get("d")
+        t = state.get("t")
+        prev_g = state.get("prev_flat_grad")
+        prev_loss = state.get("prev_loss")
+        since = state.get("n_since_restart", 0)
+        x0 = getattr(self, "_x0", None)
+        if x0 is None or x0.dtype != flat.dtype or x0.size != flat.numel:
+            self._x0 = np.empty(flat.numel, dtype=flat.dtype)
+
+        n_iter = 0
+        reason = "max_iter"
+        try:
+            while n_iter < max_iter:
+                n_iter += 1
+                state["n_iter"] += 1
+                gg = float(np.dot(g, g))
+
+                # ---- direction
+                restarted = True
+                if d is None or prev_g is None or since + 1 >= restart_every or not t:
+                    d = np.negative(g)
+                else:
+                    dg1 = float(np.dot(d, g))
+                    beta = _beta(rule, gg, float(np.dot(g, prev_g)), float(np.dot(prev_g, prev_g)),
+                                 dg1, float(np.dot(d, prev_g)))
+                    # -g.g + beta d.g is the new g.d: test descent before forming d.
+                    if math.isfinite(beta) and -gg + beta * dg1 <= -SIGMA * gg:
+                        d = d * beta
+                        d -= g
+                        restarted = False
+                    else:
+                        d = np.negative(g)
+                since = 0 if restarted else since + 1
+
+                gtd = float(np.dot(g, d))
+                # scipy's first trial step min(1, 2.02 (f - old_f) / g.d) needs
+                # a decrease since the last iterate; without one (first
+                # iteration, or the last search failed) scipy's start-up guess
+                # old_f = f + |g|/2 makes the first step about 1/|g| long.
+                if prev_loss is not None and prev_loss > loss:
+                    old_f = prev_loss
+                else:
+                    old_f = loss + math.sqrt(gg) / 2
+                prev_g = g
+                prev_loss = loss
+                if gtd > -tolerance_change:
+                    reason = "not_descent"
+                    t = 0.0
+                    break
+
+                # ---- line search
+                # No test when the next iteration restarts anyway.
+                extra = None if since + 1 >= restart_every else self._descent_test(
+                    rule, g, d, gtd, tolerance_grad)
+                ls_evals = 0
+                try:
+                    res = self._search(flat, closure, d, loss, g, gtd, old_f,
+                                       max_eval - current_evals, c1, c2, extra)
+                    ls_evals = res.n_evals
+                    if not res.ok and res.reason != "max_eval" and not restarted:
+                        d = np.negative(g)
+                        since = 0
+                        gtd = -gg
+                        extra = None if restart_every <= 1 else self._descent_test(
+                            rule, g, d, gtd, tolerance_grad)
+                        res = self._search(flat, closure, d, loss, g, gtd, old_f,
+                                           max_eval - current_evals - ls_evals, c1, c2, extra)
+                        ls_evals += res.n_evals
+                except BaseException:
+                    t = 0.0
+                    state["func_evals"] += ls_evals + self._line.n_evals
+                    raise
+                current_evals += ls_evals
+                state["func_evals"] += ls_evals
+                if not res.ok:
+                    t = 0.0
+                    reason = res.reason
+                    break
+                t, loss, g = res.t, res.loss, res.grad
+
+                # ---- stopping tests
+                if on_iter is not None:
+                    stop = on_iter(loss, prev_loss)
+                    if stop:
+                        reason = stop
+                        break
+                if n_iter == max_iter:
+                    reason = "max_iter"
+                    break
+                if current_evals >= max_eval:
+                    reason = "max_eval"
+                    break
+                if _absmax(g) <= tolerance_grad:
+                    reason = "gtol"
+                    break
+                if max(d.max(), -d.min()) * t <= tolerance_change:
+                    reason = "tolerance_change"
+                    break
+                if abs(loss - prev_loss) < tolerance_change:
+                    reason = "tolerance_change"
+                    break
+        finally:
+            state["d"] = d
+            state["t"] = t
+            state["prev_flat_grad"] = prev_g
+            state["prev_loss"] = prev_loss
+            state["n_since_restart"] = since
+
+        self.last_step = StepReport(reason, n_iter, current_evals, loss, g)
+        return orig_loss
+
+    @staticmethod
+    def _descent_test(rule, g0, d, dg0, tolerance_grad):
+        """Accept a trial step only if the next direction is a sufficient descent one."""
+        gg0 = float(np.dot(g0, g0))
+
+        def test(alpha, f, g1):
+            if _absmax(g1) <= tolerance_grad:
+                return True
+            gg1 = float(np.dot(g1, g1))
+            dg1 = float(np.dot(d, g1))
+            beta = _beta(rule, gg1, float(np.dot(g1, g0)), gg0, dg1, dg0)
+            return math.isfinite(beta) and -gg1 + beta * dg1 <= -SIGMA * gg1
+
+        return test
+
+    def _search(self, flat, closure, d, loss, g, gtd, old_f, max_evals, c1, c2, extra):
+        x0 = flat.get(self._x0)
+        line = self._line = ClosureLine(flat, closure, x0, d, 1.0, loss, g, gtd, max_evals,
+                                        self.max_ls)
+        return wolfe_search(line, old_f0=old_f, c1=c1, c2=c2, extra_condition=extra)

@@ -1,0 +1,473 @@
+"""L-BFGS with torch.optim.LBFGS's API and state, and scipy's Wolfe line search."""
+import math
+
+import numpy as np
+
+from ._linesearch import (
+    ClosureLine,
+    FlatParams,
+    NonFiniteError,
+    StepReport,
+    call_closure,
+    check_common_options,
+    loss_value,
+    wolfe_search,
+)
+from .optimizer import Optimizer
+
+__all__ = ["LBFGS"]
+
+# Closure calls one line search may make (torch's strong-Wolfe max_ls).
+# An attribute, not a hyperparameter, so param_groups keep torch's keys.
+MAX_LS = 25
+_GROUP_ERROR = "LBFGS doesn't support per-parameter options (parameter groups)"
+
+
+def _absmax(a):
+    """max |a_i| without a temporary (nan if any a_i is nan); 0 for an empty array."""
+    if a.size == 0:
+        return 0.0
+    hi, lo = a.max(), a.min()
+    if hi != hi or lo != lo:
+        return float("nan")
+    return max(hi, -lo)
+
+
+class LBFGS(Optimizer):
+    r"""Limited-memory BFGS, with ``torch.optim.LBFGS``'s API and state.
+
+    Each :meth:`step` runs up to ``max_iter`` iterations of
+
+    .. math::
+        \begin{aligned}
+        d_k &= -H_k \nabla f(x_k) \quad\text{(two-loop recursion over the last
+              } m \text{ pairs } s_i = x_{i+1}-x_i,\ y_i = g_{i+1}-g_i,\
+              H_k^0 = \tfrac{s^\top y}{y^\top y} I) \\
+        x_{k+1} &= x_k + t_k d_k
+        \end{aligned}
+
+    where a pair is kept only when :math:`s^\top y > 10^{-10}` (torch's
+    test, fixed-step mode) or, with the line search, when
+    :math:`s^\top y > \epsilon\,|s^\top g_{k-1}|` (L-BFGS-B's relative
+    test; the absolute one drops every pair once steps get small).
+
+    With ``line_search_fn=None`` the step is fixed, :math:`t_k = \gamma`
+    (:math:`\min(1, 1/\|g_0\|_1)\,\gamma` on the very first iteration), and
+    the trajectory is torch's. With ``line_search_fn="strong_wolfe"``,
+    :math:`t_k` satisfies the strong Wolfe conditions
+
+    .. math::
+        f(x_k + t d_k) \le f(x_k) + c_1 t\, g_k^\top d_k, \qquad
+        |\nabla f(x_k + t d_k)^\top d_k| \le c_2 |g_k^\top d_k|
+
+    with :math:`c_1 = 10^{-4}, c_2 = 0.9`, found by **scipy's** search
+    (MINPACK's DCSRCH, falling back to the Nocedal-Wright zoom search, as
+    scipy's own BFGS does), starting from the same trial step torch uses.
+
+    Parameters
+    ----------
+    params : iterable of Parameter
+        One group only. Shapes may differ; float32 and float64 both work.
+    lr : float, default 1
+        Step length :math:`\gamma` (the line search's first trial step).
+    max_iter : int, default 20
+        Iterations per :meth:`step`.
+    max_eval : int, optional
+        Closure calls per :meth:`step` (default ``max_iter * 5 // 4``).
+    tolerance_grad : float, default 1e-7
+        Stop when :math:`\max_i |g_i| \le` ``tolerance_grad``.
+    tolerance_change : float, default 1e-9
+        Stop when :math:`g^\top d > -`\ ``tolerance_change``, when the step
+        :math:`\max_i |t d_i|` or the loss change falls to it or below.
+    history_size : int, default 100
+        Number :math:`m` of stored pairs.
+    line_search_fn : {None, "strong_wolfe"}
+        Fixed steps (torch's trajectory) or scipy's Wolfe line search.
+
+    Notes
+    -----
+    **Closure.** ``step(closure)`` calls ``closure()`` to evaluate the
+    objective at the current parameters: it must set ``p.grad`` on the
+    parameters (a parameter left at ``None`` counts as a zero gradient, none
+    at all is an error) and return the loss. Every call gives the loss and the
+    gradient together; the line search never evaluates a point twice, and
+    ``state["func_evals"]`` counts every call.
+
+    **State** (torch's keys, on the first parameter's state so
+    ``state_dict`` has torch's layout): ``func_evals``, ``n_iter`` (ints),
+    ``d``, ``prev_flat_grad`` (flat arrays), ``t``, ``H_diag``, ``prev_loss``
+    (floats), ``old_dirs``, ``old_stps`` (lists of flat arrays), ``ro``,
+    ``al`` (lists of floats).
+
+    **Bad closures.** A non-finite loss or gradient at the starting point of
+    a step raises :class:`nopt._linesearch.NonFiniteError` (a
+    ``FloatingPointError``) and changes nothing. In fixed-step mode a
+    non-finite value after a step puts the parameters back and raises the
+    same error. With the line search, a non-finite value at a trial step
+    makes the search backtrack (halving) from it; if the search still finds
+    no decrease the memory is dropped and steepest descent is tried once (as
+    L-BFGS-B does), and then the step stops with the parameters at the last
+    good point and ``last_step.reason == "line_search"`` (or
+    ``"nonfinite"``). An exception raised by the closure propagates, with the
+    parameters put back at the last accepted point.
+
+    One line search makes at most ``optimizer.max_ls`` (25, torch's
+    ``max_ls``) closure calls; reaching that cap counts as a failed search.
+    It is an attribute rather than a hyperparameter so that
+    ``param_groups`` keep torch's keys.
+
+    After each :meth:`step`, ``optimizer.last_step`` is a
+    :class:`nopt._linesearch.StepReport` saying why it stopped.
+
+    References
+    ----------
+    .. [1] Nocedal and Wright, *Numerical Optimization*, 2nd ed., Springer
+       2006, Algorithms 7.4 and 7.5.
+    .. [2] Moré and Thuente, "Line search algorithms with guaranteed
+       sufficient decrease", ACM TOMS 20 (1994).
+    """
+
+    def __init__(self, params, lr=1, max_iter=20, max_eval=None, tolerance_grad=1e-7,
+                 tolerance_change=1e-9, history_size=100, line_search_fn=None):
+        if isinstance(lr, bool) or not isinstance(lr, (int, float, np.integer, np.floating)) \
+                or not 0.0 <= lr:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        max_eval = check_common_options(max_iter, max_eval, tolerance_grad, tolerance_change)
+        if isinstance(history_size, bool) or not isinstance(history_size, (int, np.integer)) \
+                or history_size < 1:
+            raise ValueError(f"Invalid history_size: {history_size!r} (expected an int >= 1)")
+        if line_search_fn not in (None, "strong_wolfe"):
+            raise ValueError(f"only 'strong_wolfe' is supported, got line_search_fn={line_search_fn!r}")
+        defaults = dict(lr=lr, max_iter=int(max_iter), max_eval=max_eval,
+                        tolerance_grad=tolerance_grad, tolerance_change=tolerance_change,
+                        history_size=int(history_size), line_search_fn=line_search_fn)
+        super().__init__(params, defaults)
+        self._flat = None
+        self._x0 = None
+        self.last_step = None
+        self.max_ls = MAX_LS
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self.__dict__.setdefault("max_ls", MAX_LS)
+
+    def add_param_group(self, param_group):
+        if self.param_groups:
+            raise ValueError(_GROUP_ERROR)
+        super().add_param_group(param_group)
+
+    # ------------------------------------------------------------------ helpers
+    def _flat_params(self):
+        params = self.param_groups[0]["params"]
+        flat = getattr(self, "_flat", None)
+        if flat is None or not flat.matches(params):
+            flat = self._flat = FlatParams(params)
+            self._x0 = None
+        return flat
+
+    def _x0_buffer(self, flat):
+        x0 = getattr(self, "_x0", None)
+        if x0 is None or x0.dtype != flat.dtype or x0.size != flat.numel:
+            self._x0 = np.empty(flat.numel, dtype=flat.dtype)
+        return self._x0
+
+    def load_state_dict(self, state_dict):
+        """Load a state dict, checking LBFGS's flat arrays against the parameters."""
+        before = (self.param_groups, self.state)
+        super().load_state_dict(state_dict)
+        try:
+            if len(self.param_groups) != 1:
+                raise ValueError(_GROUP_ERROR)
+            flat = FlatParams(self.param_groups[0]["params"])
+            state = self.state.get(flat.params[0])
+            if state:
+                _check_state(state, flat)
+        except (TypeError, ValueError):
+            self.param_groups, self.state = before
+            raise
+
+    # ------------------------------------------------------------------ step
+    def step(self, closure):
+        """Run up to ``max_iter`` iterations; return the closure's first loss.
+
+        Parameters
+        ----------
+        closure : callable
+            Sets ``.grad`` on the parameters and returns the loss.
+        """
+        return self._step(closure)
+
+    def _step(self, closure, on_iter=None):
+        """``step`` with ``on_iter(loss, prev_loss) -> reason or None`` after each iteration."""
+        if closure is None or not callable(closure):
+            raise TypeError(
+                "LBFGS.step needs a closure: a callable that sets .grad on the parameters "
+                "and returns the loss"
+            )
+        if len(self.param_groups) != 1:
+            raise ValueError(_GROUP_ERROR)
+        group = self.param_groups[0]
+        lr = group["lr"]
+        max_iter = group["max_iter"]
+        max_eval = group["max_eval"]
+        tolerance_grad = group["tolerance_grad"]
+        tolerance_change = group["tolerance_change"]
+        line_search_fn = group["line_search_fn"]
+        history_size = group["history_size"]
+
+        flat = self._flat_params()
+        S = flat.dtype.type
+        eps = float(np.finfo(flat.dtype).eps)
+        # Global state, kept on the first parameter as torch does.
+        state = self.state[flat.params[0]]
+        _coerce_state(state, flat)
+
+        orig_loss = closure()
+        loss = loss_value(orig_loss)
+        flat_grad = flat.gather_grad()
+        gmax = _absmax(flat_grad)
+        if not (math.isfinite(loss) and math.isfinite(gmax)):
+            what = "loss" if not math.isfinite(loss) else "gradient"
+            raise NonFiniteError(
+                f"LBFGS: the closure returned a non-finite {what} (loss={loss}) at the "
+                "current parameters; nothing was changed"
+            )
+        state.setdefault("func_evals", 0)
+        state.setdefault("n_iter", 0)
+        current_evals = 1
+        state["func_evals"] += 1
+        if gmax <= tolerance_grad:
+            self.last_step = StepReport("gtol", 0, 1, loss, flat_grad)
+            return orig_loss
+
+        d = state.get("d")
+        t = state.get("t")
+        old_dirs = state.get("old_dirs")
+        old_stps = state.get("old_stps")
+        ro = state.get("ro")
+        H_diag = state.get("H_diag")
+        prev_flat_grad = state.get("prev_flat_grad")
+        prev_loss = state.get("prev_loss")
+
+        n_iter = 0
+        reason = "max_iter"
+        opt_cond = False
+        try:
+            while n_iter < max_iter:
+                n_iter += 1
+                state["n_iter"] += 1
+
+                # ---- direction
+                if state["n_iter"] == 1:
+                    d = np.negative(flat_grad)
+                    old_dirs, old_stps, ro = [], [], []
+                    H_diag = 1
+                else:
+                    y = flat_grad - prev_flat_grad
+                    s = d * S(t)
+                    ys = np.dot(y, s)
+                    if line_search_fn is None:
+                        keep = ys > 1e-10  # torch's absolute test
+                    else:
+                        # L-BFGS-B's relative test: an absolute 1e-10 drops every
+                        # pair once steps get small, and convergence stalls.
+                        keep = ys > 0 and ys > eps * -np.dot(s, prev_flat_grad)
+                    if keep:
+                        if len(old_dirs) == history_size:
+                            old_dirs.pop(0)
+                            old_stps.pop(0)
+                            ro.pop(0)
+                        old_dirs.append(y)
+                        old_stps.append(s)
+                        ro.append(float(S(1.0) / ys))
+                        H_diag = float(ys / np.dot(y, y))
+                    if "al" not in state:
+                        state["al"] = [None] * history_size
+                    d = _two_loop(flat_grad, old_dirs, old_stps, ro, H_diag, state["al"], S)
+
+                if prev_flat_grad is None or prev_flat_grad.shape != flat_grad.shape:
+                    prev_flat_grad = flat_grad.copy()
+                else:
+                    np.copyto(prev_flat_grad, flat_grad)
+                prev_loss = loss
+
+                # ---- step length
+                if state["n_iter"] == 1:
+                    t = float(min(1.0, 1.0 / np.abs(flat_grad).sum()) * lr)
+                else:
+                    t = float(lr)
+                gtd = np.dot(flat_grad, d)
+                if gtd > -tolerance_change:
+                    reason = "not_descent"
+                    break
+
+                ls_func_evals = 0
+                if line_search_fn is None:
+                    x_prev = flat.get(self._x0_buffer(flat))
+                    flat.add_(t, d)
+                    if n_iter != max_iter:
+                        try:
+                            new_loss = call_closure(closure)
+                            new_grad = flat.gather_grad()
+                        except BaseException:
+                            flat.set(x_prev)
+                            t = 0.0
+                            state["func_evals"] += 1
+                            raise
+                        ls_func_evals = 1
+                        gmax = _absmax(new_grad)
+                        if not (math.isfinite(new_loss) and math.isfinite(gmax)):
+                            flat.set(x_prev)
+                            current_evals += 1
+                            state["func_evals"] += 1
+                            t = 0.0
+                            raise NonFiniteError(
+                                f"LBFGS: the closure returned a non-finite loss or gradient "
+                                f"(loss={new_loss}) after a fixed step; the parameters were put "
+                                "back (lower lr, or use line_search_fn='strong_wolfe')"
+                            )
+                        loss, flat_grad = new_loss, new_grad
+                        opt_cond = gmax <= tolerance_grad
+                else:
+                    try:
+                        res = self._search(flat, closure, d, t, loss, flat_grad, gtd,
+                                           max_eval - current_evals)
+                        ls_func_evals = res.n_evals
+                        if not res.ok and res.reason != "max_eval" and old_dirs:
+                            # As L-BFGS-B: drop the memory, retry along -g once.
+                            old_dirs.clear()
+                            old_stps.clear()
+                            ro.clear()
+                            H_diag = 1
+                            d = np.negative(flat_grad)
+                            t = float(min(1.0, 1.0 / np.abs(flat_grad).sum()) * lr)
+                            gtd = np.dot(flat_grad, d)
+                            res = self._search(flat, closure, d, t, loss, flat_grad, gtd,
+                                               max_eval - current_evals - ls_func_evals)
+                            ls_func_evals += res.n_evals
+                    except BaseException:
+                        t = 0.0  # the search put the parameters back
+                        state["func_evals"] += ls_func_evals + self._line.n_evals
+                        raise
+                    if res.ok:
+                        t, loss, flat_grad = res.t, res.loss, res.grad
+                        opt_cond = _absmax(flat_grad) <= tolerance_grad
+                    else:
+                        t = 0.0
+                        current_evals += ls_func_evals
+                        state["func_evals"] += ls_func_evals
+                        reason = res.reason
+                        break
+
+                current_evals += ls_func_evals
+                state["func_evals"] += ls_func_evals
+
+                # ---- stopping tests
+                if on_iter is not None:
+                    stop = on_iter(loss, prev_loss)
+                    if stop:
+                        reason = stop
+                        break
+                if n_iter == max_iter:
+                    reason = "max_iter"
+                    break
+                if current_evals >= max_eval:
+                    reason = "max_eval"
+                    break
+                if opt_cond:
+                    reason = "gtol"
+                    break
+                if max(d.max(), -d.min()) * abs(S(t)) <= tolerance_change:
+                    reason = "tolerance_change"
+                    break
+                if abs(loss - prev_loss) < tolerance_change:
+                    reason = "tolerance_change"
+                    break
+        finally:
+            state["d"] = d
+            state["t"] = t
+            state["old_dirs"] = old_dirs
+            state["old_stps"] = old_stps
+            state["ro"] = ro
+            state["H_diag"] = H_diag
+            state["prev_flat_grad"] = prev_flat_grad
+            state["prev_loss"] = prev_loss
+
+        self.last_step = StepReport(reason, n_iter, current_evals, loss, flat_grad)
+        return orig_loss
+
+    def _search(self, flat, closure, d, t, loss, flat_grad, gtd, max_evals):
+        x0 = flat.get(self._x0_buffer(flat))
+        line = self._line = ClosureLine(flat, closure, x0, d, t, loss, flat_grad, gtd, max_evals,
+                                        self.max_ls)
+        return wolfe_search(line, old_f0=None, c1=1e-4, c2=0.9)
+
+
+def _two_loop(flat_grad, old_dirs, old_stps, ro, H_diag, al, S):
+    """-H g by the two-loop recursion, with torch's order of operations."""
+    q = np.negative(flat_grad)
+    tmp = np.empty_like(q)
+    num_old = len(old_dirs)
+    for i in range(num_old - 1, -1, -1):
+        a = np.dot(old_stps[i], q) * S(ro[i])
+        al[i] = float(a)
+        np.multiply(old_dirs[i], -a, out=tmp)
+        q += tmp
+    d = q
+    d *= S(H_diag)
+    for i in range(num_old):
+        be_i = np.dot(old_dirs[i], d) * S(ro[i])
+        np.multiply(old_stps[i], S(al[i]) - be_i, out=tmp)
+        d += tmp
+    return d
+
+
+def _coerce_state(state, flat):
+    """Bring loaded flat arrays to the flat vector's dtype (load casts to the first param's)."""
+    for key in ("d", "prev_flat_grad"):
+        v = state.get(key)
+        if isinstance(v, np.ndarray) and v.dtype != flat.dtype:
+            state[key] = v.astype(flat.dtype)
+    for key in ("old_dirs", "old_stps"):
+        v = state.get(key)
+        if v and any(a.dtype != flat.dtype for a in v):
+            state[key] = [a.astype(flat.dtype) for a in v]
+
+
+def _check_state(state, flat, arrays=("d", "prev_flat_grad"), lists=("old_dirs", "old_stps")):
+    """Check loaded LBFGS/CG state against the flattened parameters."""
+    shape = (flat.numel,)
+
+    def check_array(where, v):
+        if not isinstance(v, np.ndarray):
+            raise TypeError(f"loaded state {where} must be an array, got {type(v).__name__}")
+        if v.shape != shape:
+            raise ValueError(
+                f"loaded state {where} has shape {v.shape}; expected {shape} "
+                "(all parameters flattened)"
+            )
+
+    for key in arrays:
+        v = state.get(key)
+        if v is not None:
+            check_array(f"['{key}']", v)
+    lengths = set()
+    for key in lists:
+        v = state.get(key)
+        if v is None:
+            continue
+        if not isinstance(v, list):
+            raise TypeError(f"loaded state ['{key}'] must be a list, got {type(v).__name__}")
+        for i, a in enumerate(v):
+            check_array(f"['{key}'][{i}]", a)
+        lengths.add(len(v))
+    if "ro" in state and state["ro"] is not None and lists == ("old_dirs", "old_stps"):
+        if not isinstance(state["ro"], list):
+            raise TypeError("loaded state ['ro'] must be a list")
+        lengths.add(len(state["ro"]))
+    if len(lengths) > 1:
+        raise ValueError("loaded state ['old_dirs'], ['old_stps'] and ['ro'] have different lengths")
+    for key in ("func_evals", "n_iter"):
+        v = state.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0):
+            raise ValueError(f"loaded state ['{key}'] must be an int >= 0, got {v!r}")
