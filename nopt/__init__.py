@@ -18,7 +18,7 @@ _LAZY = {
     "Adam": "adam", "AdamW": "adam", "Adamax": "adamax", "NAdam": "nadam", "RAdam": "radam",
     "SparseAdam": "sparse_adam", "Adagrad": "adagrad", "Adadelta": "adadelta",
     "RMSprop": "rmsprop", "Rprop": "rprop", "ASGD": "asgd",
-    "LBFGS": "lbfgs", "CG": "cg", "minimize": "_minimize",
+    "LBFGS": "lbfgs", "CG": "cg", "minimize": "_minimize", "scipy_method": "_minimize",
     "ParameterBuffer": "flat", "flat_parameters": "flat",
     "ApplyIfFinite": "finite", "grads_are_finite": "finite",
 }
