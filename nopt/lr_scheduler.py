@@ -7,28 +7,31 @@ How each schedule is computed
 -----------------------------
 Each schedule has ONE formula. torch keeps two for most of them (a recursive
 ``get_lr`` used by ``step()`` and a ``_get_closed_form_lr`` used by
-``step(epoch)``), and the two disagree in corner cases; nopt has one:
+``step(epoch)``), which disagree in corner cases; nopt has one:
 
 - Schedules that set absolute values (:class:`LambdaLR`, :class:`CyclicLR`,
   :class:`OneCycleLR`, :class:`CosineAnnealingWarmRestarts`) are closed-form
-  functions of the step count.
+  functions of the step count, as in torch.
 - The *chainable* schedules (:class:`StepLR`, :class:`MultiStepLR`,
   :class:`ConstantLR`, :class:`LinearLR`, :class:`ExponentialLR`,
-  :class:`PolynomialLR`) each define one closed-form factor
-  :math:`F(t)` (the lr is ``base_lr * F(t)`` when the scheduler acts alone).
-  ``step(epoch)`` and :class:`SequentialLR`'s milestones set
-  ``base_lr * F(t)``, as torch's closed form does; ``step()`` multiplies the
-  group's *current* lr by :math:`F(t)/F(t-1)`. The ratio, not the absolute
-  value, is what torch's recursive form applies, and it is what makes two
-  schedulers on one optimizer (:class:`ChainedScheduler`, or two schedulers
-  stepped by hand) multiply their effects instead of overwriting each other.
-  An absolute closed form cannot reproduce torch there, so the ratio is the
-  one way; alone, it matches torch's closed form to a few ulps.
-- :class:`CosineAnnealingLR` is the same idea around ``eta_min``
-  (:math:`lr - \eta_{min}` is scaled by :math:`C(t)/C(t-1)`); at a trough,
-  where :math:`C(t-1) = 0`, it adds torch's increment.
-- :class:`MultiplicativeLR` (and :class:`SWALR`) are defined by torch only
+  :class:`PolynomialLR`) act on whatever lr the group has, so that two of
+  them on one optimizer (by hand or in :class:`ChainedScheduler`) multiply
+  their effects instead of overwriting each other. An absolute closed form
+  cannot do that, and the ratio of closed forms :math:`F(t)/F(t-1)` matches
+  torch's per-step factor only to about an ulp, which composed schedules can
+  magnify past 1e-12 (see :class:`_ChainableScheduler`). So each is defined
+  by one per-step multiplier :math:`r(t)` (a closed-form function of
+  :math:`t`, torch's recursive factor): ``step()`` applies it to the current
+  lr, and ``step(epoch)`` / :class:`SequentialLR` milestones set the lr the
+  schedule reaches alone, ``base_lr * r(0) * ... * r(t)``.
+- :class:`CosineAnnealingLR` has one function :math:`C(t)`: ``step()``
+  scales :math:`lr - \eta_{min}` by :math:`C(t)/C(t-1)` (torch's chainable
+  form, bitwise), ``step(epoch)`` sets :math:`\eta_{min} + (\eta_0 - \eta_{min})C(t)`.
+- :class:`MultiplicativeLR` (and :class:`nopt.swa_utils.SWALR`) exist only
   relative to the current lr; they have no closed form.
+
+``step()`` gives torch 2.13's values bit for bit in the tests' runs (chains
+included); ``step(epoch)`` agrees with torch's closed forms to rtol 1e-12.
 
 The optimizer-step check: ``Optimizer.step`` sets ``optimizer._opt_called``
 after every step, so a scheduler warns, as torch does, when its first
@@ -352,44 +355,53 @@ class MultiplicativeLR(_LambdaStateMixin, LRScheduler):
         ]
 
 
-class _FactorScheduler(LRScheduler):
-    r"""A chainable schedule given by one closed-form factor :math:`F(t)`.
+class _ChainableScheduler(LRScheduler):
+    r"""A chainable schedule given by its per-step multiplier :math:`r(t)`.
 
-    ``step()`` multiplies each group's current lr by :math:`F(t)/F(t-1)`
-    (:math:`F(-1) = 1`: the group starts at its base lr), leaving it
-    untouched when the factor does not change; ``step(epoch)`` sets
-    ``base_lr * F(epoch)``. See the module docstring for why.
+    ``step()`` multiplies each group's *current* lr by :math:`r(t)`, torch's
+    recursive form, so schedulers on one optimizer compose as in torch.
+    ``step(epoch)`` (and :class:`SequentialLR` at a milestone) set the lr
+    the schedule reaches alone from the base lr,
+    :math:`\eta_0\, r(0)\, r(1) \cdots r(t)`, multiplied in that order: the
+    same numbers ``step()`` applies, so the two cannot drift. (torch's
+    ``_get_closed_form_lr`` is a separate formula; it agrees with this to a
+    few roundings, except in corners such as ``ConstantLR(total_iters=0)``
+    where torch's two forms disagree with each other and nopt follows
+    ``step()``.)
+
+    Why not a closed form :math:`F(t)` and :math:`r = F(t)/F(t-1)`: that
+    ratio matches torch's only to an ulp or so, and composed schedules can
+    magnify an ulp (a CosineAnnealingLR with ``eta_min`` chained with a
+    PolynomialLR decaying to 0 differed from torch by 3.5e-11); and
+    :math:`F` itself underflows or overflows in long exponential runs.
     """
 
-    # torch applies the resumed epoch's change during construction with
-    # last_epoch >= 0 for StepLR, MultiStepLR and ConstantLR, not the others.
-    _hold_on_resume = True
-
-    def _factor(self, t):
+    def _multiplier(self, t, initial):
+        """The factor step ``t`` applies to the current lr (``initial``: the construction step)."""
         raise NotImplementedError
 
     def get_lr(self):
         _warn_get_lr_called_within_step(self)
-        t = self.last_epoch
-        lrs = _group_values(self.optimizer, "lr")
-        if t < 0 or (self._is_initial and t > 0 and self._hold_on_resume):
-            return lrs
-        previous = 1.0 if t == 0 else self._factor(t - 1)
-        current = self._factor(t)
-        if current == previous:
-            return lrs
-        ratio = current / previous
-        return [lr * ratio for lr in lrs]
+        factor = self._multiplier(self.last_epoch, self._is_initial)
+        return [group["lr"] * factor for group in self.optimizer.param_groups]
 
     def _get_closed_form_lr(self):
-        factor = self._factor(self.last_epoch)
-        return [base_lr * factor for base_lr in self.base_lrs]
+        t = self.last_epoch
+        factors = [self._multiplier(k, k == 0) for k in range(0, t + 1)]
+        lrs = []
+        for base_lr in self.base_lrs:
+            for factor in factors:
+                base_lr = base_lr * factor
+            lrs.append(base_lr)
+        return lrs
 
 
-class StepLR(_FactorScheduler):
+class StepLR(_ChainableScheduler):
     r"""Decay each group's lr by ``gamma`` every ``step_size`` epochs.
 
-    .. math:: F(t) = \gamma^{\lfloor t / s \rfloor}
+    .. math::
+        r(t) = \begin{cases} \gamma & t > 0,\ s \mid t \\ 1 & \text{otherwise} \end{cases}
+        \qquad\Longrightarrow\qquad \eta_t = \eta_0\, \gamma^{\lfloor t / s \rfloor}
 
     Parameters
     ----------
@@ -401,42 +413,45 @@ class StepLR(_FactorScheduler):
     last_epoch : int, default -1
     """
 
-    _hold_on_resume = False
-
     def __init__(self, optimizer, step_size, gamma=0.1, last_epoch=-1):
         self.step_size = step_size
         self.gamma = gamma
         super().__init__(optimizer, last_epoch)
 
-    def _factor(self, t):
-        if t == 0:  # torch checks epoch 0 before dividing by step_size
+    def _multiplier(self, t, initial):
+        if t == 0 or t % self.step_size != 0:
             return 1.0
-        return self.gamma ** (t // self.step_size)
+        return self.gamma
 
 
-class MultiStepLR(_FactorScheduler):
+class MultiStepLR(_ChainableScheduler):
     r"""Decay each group's lr by ``gamma`` at each milestone.
 
-    .. math:: F(t) = \gamma^{\#\{m \in \text{milestones} : m \le t\}}
+    .. math::
+        r(t) = \gamma^{\#\{m \in \text{milestones} : m = t\}}
+        \qquad\Longrightarrow\qquad
+        \eta_t = \eta_0\, \gamma^{\#\{m : 0 \le m \le t\}}
 
     Parameters
     ----------
     optimizer : nopt.Optimizer
     milestones : iterable of int
         Epochs at which to decay; a repeated milestone decays once per copy.
+        Negative milestones never apply (as in torch's ``step()``; torch's
+        ``step(epoch)`` would count them).
     gamma : float, default 0.1
     last_epoch : int, default -1
     """
-
-    _hold_on_resume = False
 
     def __init__(self, optimizer, milestones, gamma=0.1, last_epoch=-1):
         self.milestones = Counter(milestones)
         self.gamma = gamma
         super().__init__(optimizer, last_epoch)
 
-    def _factor(self, t):
-        return self.gamma ** bisect_right(sorted(self.milestones.elements()), t)
+    def _multiplier(self, t, initial):
+        if t not in self.milestones:
+            return 1.0
+        return self.gamma ** self.milestones[t]
 
     def load_state_dict(self, state_dict):
         super().load_state_dict(state_dict)
@@ -444,28 +459,26 @@ class MultiStepLR(_FactorScheduler):
         self.milestones = Counter(self.milestones)
 
 
-class ConstantLR(_FactorScheduler):
+class ConstantLR(_ChainableScheduler):
     r"""Scale each group's lr by ``factor`` until epoch ``total_iters``.
 
-    .. math:: F(t) = \begin{cases} f & t < T \\ 1 & t \ge T \end{cases}
+    .. math::
+        r(0) = f, \quad r(T) = 1/f, \quad r(t) = 1 \text{ otherwise}
+        \qquad\Longrightarrow\qquad
+        \eta_t = \eta_0 \cdot \begin{cases} f & t < T \\ 1 & t \ge T \end{cases}
 
     Parameters
     ----------
     optimizer : nopt.Optimizer
     factor : float, default 1/3
-        The factor :math:`f`, in [0, 1].
+        The factor :math:`f`, in [0, 1] (0 raises ZeroDivisionError at
+        :math:`T`, as in torch).
     total_iters : int, default 5
-        Epoch :math:`T` at which the lr goes back to its base value.
+        Epoch :math:`T` at which the lr goes back to its base value. With
+        ``total_iters <= 0`` the factor stays applied, as torch's ``step()``
+        does.
     last_epoch : int, default -1
-
-    Notes
-    -----
-    With ``total_iters <= 0`` the factor is applied at epoch 0 and never
-    removed, which is what torch's ``step()`` does (its ``step(epoch)``
-    closed form would use 1; nopt has one formula, the ``step()`` one).
     """
-
-    _hold_on_resume = False
 
     def __init__(self, optimizer, factor=1.0 / 3, total_iters=5, last_epoch=-1):
         if factor > 1.0 or factor < 0:
@@ -474,16 +487,23 @@ class ConstantLR(_FactorScheduler):
         self.total_iters = total_iters
         super().__init__(optimizer, last_epoch)
 
-    def _factor(self, t):
-        if t < self.total_iters or self.total_iters <= 0:
+    def _multiplier(self, t, initial):
+        if t == 0:
             return self.factor
-        return 1.0
+        if t != self.total_iters:
+            return 1.0
+        return 1.0 / self.factor
 
 
-class LinearLR(_FactorScheduler):
+class LinearLR(_ChainableScheduler):
     r"""Scale each group's lr by a factor moving linearly from ``start_factor`` to ``end_factor``.
 
-    .. math:: F(t) = s + (e - s)\,\frac{\min(T, t)}{T}
+    .. math::
+        r(0) = s, \quad
+        r(t) = 1 + \frac{e - s}{T s + (t - 1)(e - s)} \ (1 \le t \le T), \quad
+        r(t) = 1 \ (t > T)
+        \qquad\Longrightarrow\qquad
+        \eta_t = \eta_0 \left(s + (e - s)\frac{\min(T, t)}{T}\right)
 
     Parameters
     ----------
@@ -494,7 +514,7 @@ class LinearLR(_FactorScheduler):
         :math:`e`, in [0, 1].
     total_iters : int, default 5
         :math:`T`, the epochs over which the factor moves (``<= 0``: stays at
-        :math:`s`, as torch's ``step()`` does).
+        :math:`s`, as torch's ``step()``).
     last_epoch : int, default -1
     """
 
@@ -510,19 +530,19 @@ class LinearLR(_FactorScheduler):
         self.total_iters = total_iters
         super().__init__(optimizer, last_epoch)
 
-    def _factor(self, t):
-        if self.total_iters <= 0:
+    def _multiplier(self, t, initial):
+        if t == 0:
             return self.start_factor
-        return (
-            self.start_factor
-            + (self.end_factor - self.start_factor) * min(self.total_iters, t) / self.total_iters
-        )
+        if initial or t > self.total_iters:
+            return 1.0
+        step = self.end_factor - self.start_factor
+        return 1.0 + step / (self.total_iters * self.start_factor + (t - 1) * step)
 
 
-class ExponentialLR(_FactorScheduler):
+class ExponentialLR(_ChainableScheduler):
     r"""Decay each group's lr by ``gamma`` every epoch.
 
-    .. math:: F(t) = \gamma^t
+    .. math:: r(t) = \gamma \ (t \ge 1) \qquad\Longrightarrow\qquad \eta_t = \eta_0\, \gamma^t
 
     Parameters
     ----------
@@ -535,14 +555,17 @@ class ExponentialLR(_FactorScheduler):
         self.gamma = gamma
         super().__init__(optimizer, last_epoch)
 
-    def _factor(self, t):
-        return self.gamma ** t
+    def _multiplier(self, t, initial):
+        return 1.0 if initial else self.gamma
 
 
-class PolynomialLR(_FactorScheduler):
+class PolynomialLR(_ChainableScheduler):
     r"""Decay each group's lr polynomially to 0 over ``total_iters`` epochs.
 
-    .. math:: F(t) = \left(1 - \frac{\min(T, t)}{T}\right)^{p}
+    .. math::
+        r(t) = \left(\frac{1 - t/T}{1 - (t - 1)/T}\right)^{p} \ (1 \le t \le T)
+        \qquad\Longrightarrow\qquad
+        \eta_t = \eta_0 \left(1 - \frac{\min(T, t)}{T}\right)^{p}
 
     Parameters
     ----------
@@ -559,10 +582,10 @@ class PolynomialLR(_FactorScheduler):
         self.power = power
         super().__init__(optimizer, last_epoch)
 
-    def _factor(self, t):
-        if self.total_iters <= 0:
+    def _multiplier(self, t, initial):
+        if initial or t > self.total_iters:
             return 1.0
-        return (1.0 - min(self.total_iters, t) / self.total_iters) ** self.power
+        return ((1.0 - t / self.total_iters) / (1.0 - (t - 1) / self.total_iters)) ** self.power
 
 
 class CosineAnnealingLR(LRScheduler):
