@@ -1,4 +1,12 @@
-"""Adagrad, Adadelta, RMSprop, Rprop and ASGD: option grids, NumPy references, bad input."""
+"""Adagrad, Adadelta, RMSprop, Rprop and ASGD: option grids, NumPy references, bad input.
+
+The references follow torch's single-tensor rules op by op, in the
+parameter's dtype. torch's CPU kernels round some multiply-adds once (FMA:
+add(alpha=), addcmul, lerp); nopt's RMSprop kernel does too (its centered
+variance is a cancellation that amplifies the difference), and so does its
+reference. Adagrad, Adadelta and ASGD round twice, as nopt's SGD does; Rprop
+has no multiply-add and is bitwise equal to torch.
+"""
 import numpy as np
 
 from . import OptimRecord, grid
