@@ -42,7 +42,7 @@ cdef void _adadelta(
     double lr, double rho, double eps, double weight_decay, bint maximize,
 ) noexcept nogil:
     cdef Py_ssize_t c, a, start, n_chunks = chunks.shape[0]
-    cdef unsigned long long fp
+    cdef unsigned long long fp = 0   # set per thread; initialised for -Wuninitialized
     cdef floating neg_lr_t = <floating> (-lr), rho_t = <floating> rho
     cdef floating omr_t = <floating> (1.0 - rho), eps_t = <floating> eps
     cdef floating wd_t = <floating> weight_decay

@@ -36,7 +36,7 @@ cdef void _adagrad(
     double clr, double eps, double weight_decay, bint maximize,
 ) noexcept nogil:
     cdef Py_ssize_t c, a, start, n_chunks = chunks.shape[0]
-    cdef unsigned long long fp
+    cdef unsigned long long fp = 0   # set per thread; initialised for -Wuninitialized
     cdef floating neg_clr_t = <floating> (-clr), eps_t = <floating> eps
     cdef floating wd_t = <floating> weight_decay
     cdef floating sign_t = -1 if maximize else 1

@@ -44,7 +44,7 @@ cdef void _asgd(
     double decay, double eta, double mu, double weight_decay, bint maximize,
 ) noexcept nogil:
     cdef Py_ssize_t c, a, start, n_chunks = chunks.shape[0]
-    cdef unsigned long long fp
+    cdef unsigned long long fp = 0   # set per thread; initialised for -Wuninitialized
     cdef floating decay_t = <floating> decay, neg_eta_t = <floating> (-eta)
     cdef floating mu_t = <floating> mu, wd_t = <floating> weight_decay
     cdef floating sign_t = -1 if maximize else 1

@@ -103,7 +103,7 @@ cdef void _rmsprop(
     double weight_decay, double momentum, bint centered, bint maximize,
 ) noexcept nogil:
     cdef Py_ssize_t c, a, start, n_chunks = chunks.shape[0]
-    cdef unsigned long long fp
+    cdef unsigned long long fp = 0   # set per thread; initialised for -Wuninitialized
     cdef floating neg_lr_t = <floating> (-lr), alpha_t = <floating> alpha
     cdef floating oma_t = <floating> (1.0 - alpha), eps_t = <floating> eps
     # torch converts the lerp weight w = 1 - alpha to the tensor's type first.

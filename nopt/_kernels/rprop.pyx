@@ -92,7 +92,7 @@ cdef void _rprop(
     double etaminus, double etaplus, double step_min, double step_max, bint maximize,
 ) noexcept nogil:
     cdef Py_ssize_t c, a, start, n_chunks = chunks.shape[0]
-    cdef unsigned long long fp
+    cdef unsigned long long fp = 0   # set per thread; initialised for -Wuninitialized
     cdef floating etaminus_t = <floating> etaminus, etaplus_t = <floating> etaplus
     cdef floating min_t = <floating> step_min, max_t = <floating> step_max
     cdef floating sign_t = -1 if maximize else 1
