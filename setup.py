@@ -98,10 +98,11 @@ def _try_openmp(compiler, compile_flags, link_flags):
 def _base_flags(kind):
     if kind == "msvc":
         return ["/O2", "/fp:precise"]
-    # -fno-math-errno lets gcc vectorise sqrt and changes no results;
-    # -ffp-contract=off keeps a*b+c as two roundings whatever -march is, so
-    # results do not depend on the target's FMA support.
-    return ["-O3", "-fno-math-errno", "-ffp-contract=off"]
+    # -fno-math-errno lets gcc vectorise sqrt, and -fno-trapping-math lets it
+    # vectorise loops with selects; neither changes any result (only errno and
+    # FP exception flags). -ffp-contract=off keeps a*b+c as two roundings
+    # whatever -march is, so results do not depend on the target's FMA support.
+    return ["-O3", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off"]
 
 
 class BuildExt(build_ext):
