@@ -103,6 +103,32 @@ def test_random_shapes_match_reference(data):
         assert_close(p, a, TOL[dtype], f"param {i} of shape {a.shape}")
 
 
+@pytest.mark.skipif(not _dense_records, reason="no dense records")
+@settings(max_examples=25, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(data=st.data())
+def test_random_thread_counts_give_identical_bits(data):
+    """Random optimizer, options, dtype and sizes (some large enough to split): 1 thread vs 2 or 3."""
+    record = data.draw(st.sampled_from(_dense_records), label="record")
+    options = data.draw(st.sampled_from(record.option_sets), label="options")
+    dtype = data.draw(st.sampled_from(DTYPES), label="dtype")
+    sizes = data.draw(st.lists(st.one_of(st.integers(0, 50), st.integers(65_536, 250_000)),
+                               min_size=1, max_size=3), label="sizes")
+    n_threads = data.draw(st.sampled_from([2, 3]), label="n_threads")
+    seed = data.draw(st.integers(0, 2**16), label="seed")
+    results = []
+    for n in (1, n_threads):
+        rng = np.random.default_rng(seed)
+        params = [nopt.Parameter(rng.standard_normal(k).astype(dtype)) for k in sizes]
+        optimizer = record.cls(params, **options)
+        with nopt.num_threads(n):
+            for _ in range(3):
+                for p in params:
+                    p.grad = rng.standard_normal(p.shape).astype(dtype)
+                optimizer.step()
+        results.append([p.tobytes() for p in params])
+    assert results[0] == results[1]
+
+
 @pytest.mark.parametrize("record,options", [c[:2] for c in DENSE], ids=[c[2] for c in DENSE])
 def test_threads_give_identical_bits(record, options):
     """1, 2 and 3 threads give bitwise identical results on arrays large enough to split."""
