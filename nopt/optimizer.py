@@ -81,20 +81,24 @@ def register_optimizer_step_post_hook(hook):
 def _with_step_hooks(step):
     @functools.wraps(step)
     def wrapper(self, *args, **kwargs):
-        for hook in chain(_global_step_pre_hooks.values(), self._optimizer_step_pre_hooks.values()):
-            result = hook(self, args, kwargs)
-            if result is not None:
-                if isinstance(result, tuple) and len(result) == 2:
-                    args, kwargs = result
-                else:
-                    raise RuntimeError(
-                        f"{hook} must return None or a tuple of (new_args, new_kwargs), "
-                        f"but got {result}."
-                    )
+        # Skip building chains when no hook is registered: this wrapper runs
+        # on every step, and a small model's step is a few microseconds.
+        if _global_step_pre_hooks or self._optimizer_step_pre_hooks:
+            for hook in chain(_global_step_pre_hooks.values(), self._optimizer_step_pre_hooks.values()):
+                result = hook(self, args, kwargs)
+                if result is not None:
+                    if isinstance(result, tuple) and len(result) == 2:
+                        args, kwargs = result
+                    else:
+                        raise RuntimeError(
+                            f"{hook} must return None or a tuple of (new_args, new_kwargs), "
+                            f"but got {result}."
+                        )
         out = step(self, *args, **kwargs)
         self._opt_called = True
-        for hook in chain(self._optimizer_step_post_hooks.values(), _global_step_post_hooks.values()):
-            hook(self, args, kwargs)
+        if self._optimizer_step_post_hooks or _global_step_post_hooks:
+            for hook in chain(self._optimizer_step_post_hooks.values(), _global_step_post_hooks.values()):
+                hook(self, args, kwargs)
         return out
 
     wrapper._nopt_hooked = True
@@ -277,42 +281,58 @@ class Optimizer:
 
         Everything is checked before the caller changes anything, so a bad
         parameter or gradient leaves the optimizer and the parameters as they
-        were. A group with float32 and float64 parameters gives two batches.
+        were; errors name ``param_groups[i]['params'][j]``. Parameters without
+        a gradient are left out. A group with float32 and float64 parameters
+        gives two batches (float32 first).
+
+        Returns
+        -------
+        list of _Batch
+            ``.group`` (the group dict), ``.group_index``, ``.params``,
+            ``.grads``, ``.indices`` (positions in the group) and
+            ``.is_double``, the kernel's dtype switch.
         """
         batches = []
         for gi, group in enumerate(self.param_groups):
-            params, grads, indices = [], [], []
-            for pi, p in enumerate(group["params"]):
-                g = p.grad if isinstance(p, Parameter) else getattr(p, "grad", None)
-                if g is not None:
-                    params.append(p)
-                    grads.append(g)
-                    indices.append(pi)
-            if not params:
-                continue
-            common = _plan.check_group(params, grads, gi, indices)
-            if common >= 0:
-                batches.append(_Batch(group, gi, params, grads, indices, params[0].dtype == np.float64))
-                continue
-            for is_double in (False, True):
-                keep = [k for k, p in enumerate(params) if (p.dtype == np.float64) == is_double]
-                batches.append(_Batch(
-                    group, gi, [params[k] for k in keep], [grads[k] for k in keep],
-                    [indices[k] for k in keep], is_double,
-                ))
+            params = group["params"]
+            if type(params) is not list:
+                params = list(params)
+            for batch_params, grads, indices, is_double in _plan.gather(params, gi):
+                batches.append(_Batch(group, gi, batch_params, grads, indices, is_double))
         return batches
+
+    def _state_column(self, params, key):
+        """``[self.state[p].get(key) for p in params]`` (None where missing), and the missing count.
+
+        Reads without adding entries to ``self.state``. One C loop, for the
+        per-step gathering of state arrays.
+        """
+        return _plan.column(self.state, params, key)
+
+    def _increment_state(self, params, key="step"):
+        """Add 1 to the float ``self.state[p][key]`` of every parameter.
+
+        Returns
+        -------
+        values : list of float
+            The new values, in order (for :meth:`_split_by`).
+        common : float or None
+            The shared new value when all are equal, else None.
+        """
+        return _plan.increment(self.state, params, key)
 
     @staticmethod
     def _flat_zeros(params):
         """Zero arrays shaped like ``params``, as views into one buffer.
 
         Keeping a group's state contiguous lets the kernels merge its arrays
-        into one loop when the parameters are flat too.
+        into one loop when the parameters are flat too. The buffer starts on
+        a 64-byte boundary, like :class:`nopt.ParameterBuffer`'s, so merged
+        loops over flat parameters and flat state are equally aligned.
         """
         if not params:
             return []
-        dtype = params[0].dtype
-        buffer = np.zeros(sum(p.size for p in params), dtype=dtype)
+        buffer = _aligned_zeros(sum(p.size for p in params), params[0].dtype)
         out, offset = [], 0
         for p in params:
             out.append(buffer[offset:offset + p.size].reshape(p.shape))
@@ -321,9 +341,16 @@ class Optimizer:
 
     @staticmethod
     def _split_by(params, values):
-        """Group ``params`` by ``values`` (e.g. their step counts), keeping order."""
-        if all(v == values[0] for v in values):
-            return [(values[0], list(range(len(params))))]
+        """Group ``params`` by ``values`` (e.g. their step counts), keeping order.
+
+        Returns
+        -------
+        list of (value, indices)
+            One entry (all indices) in the usual case where all values agree.
+        """
+        first = values[0] if values else None
+        if all(v == first for v in values):
+            return [(first, list(range(len(params))))]
         parts = {}
         for k, v in enumerate(values):
             parts.setdefault(v, []).append(k)
@@ -555,6 +582,17 @@ class Optimizer:
                     text += f"    {key}: {group[key]}\n"
         text += ")"
         return text
+
+
+_ALIGN = 64
+
+
+def _aligned_zeros(n, dtype):
+    """A zeroed 1-D array of ``n`` elements whose data starts on a 64-byte boundary."""
+    dtype = np.dtype(dtype)
+    raw = np.zeros(n * dtype.itemsize + _ALIGN, dtype=np.uint8)
+    start = (-raw.ctypes.data) % _ALIGN
+    return raw[start:start + n * dtype.itemsize].view(dtype)
 
 
 def _check_plain(value, where, dtype):

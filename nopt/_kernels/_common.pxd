@@ -19,8 +19,12 @@ cdef extern from "_compat.h" nogil:
     int omp_get_max_threads()
     void omp_set_num_threads(int n)
     int omp_in_parallel()
+    int omp_get_thread_num()
+    int omp_get_num_threads()
     unsigned long long nopt_ftz_enter()
     void nopt_ftz_exit(unsigned long long old)
+    unsigned long long nopt_fp_mode()
+    void nopt_set_fp_mode(unsigned long long mode)
 
 cdef extern from "math.h" nogil:
     float sqrtf(float x)

@@ -1,16 +1,35 @@
 # Validation and work tables for the multi-tensor kernels.
 #
-# A step checks every parameter and gradient first (check_group), and only
-# then builds the table the kernel walks (make_table):
+# A step checks every parameter and gradient first (gather / check_group),
+# and only then builds the table the kernel walks (make_table):
 #   ptrs[a, s]  address of stream s of array a (0 = param, 1 = grad, 2.. = state)
 #   chunks[c]   (a, start, stop): one task of at most CHUNK elements
 # Arrays whose every stream lies right after the previous array's (flat
 # storage) are merged into one, so a flat model is one contiguous loop.
+#
+# Everything here runs once per step, so it is written against the C API
+# (no Python-level loops): a step's fixed cost is what a 1x100 model pays,
+# and its per-array cost is what a 2000-array model pays.
 
 cimport numpy as cnp
+from cpython.dict cimport PyDict_GetItem, PyDict_SetItem
+from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_Check, PyFloat_FromDouble
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+from cpython.object cimport PyObject
+from cython.parallel cimport parallel
 from libc.stdint cimport intptr_t
 
-from ._common cimport omp_get_max_threads, omp_set_num_threads, NOPT_HAVE_OPENMP, NOPT_HAVE_FTZ
+from ._common cimport (
+    NOPT_HAVE_FTZ,
+    NOPT_HAVE_OPENMP,
+    nopt_fp_mode,
+    nopt_set_fp_mode,
+    omp_get_max_threads,
+    omp_get_num_threads,
+    omp_get_thread_num,
+    omp_in_parallel,
+    omp_set_num_threads,
+)
 
 import numpy as np
 
@@ -27,6 +46,8 @@ SERIAL_BELOW = _SERIAL_BELOW
 HAVE_OPENMP = bool(NOPT_HAVE_OPENMP)
 HAVE_FTZ = bool(NOPT_HAVE_FTZ)
 
+cdef object _Parameter = None
+
 
 def get_max_threads():
     """OpenMP's current thread count for this thread (1 without OpenMP)."""
@@ -35,6 +56,26 @@ def get_max_threads():
 
 def set_max_threads(int n):
     omp_set_num_threads(n)
+
+
+def in_parallel():
+    """True when called from inside an active OpenMP parallel region."""
+    return bool(omp_in_parallel())
+
+
+cdef int _threads_for(Py_ssize_t total, Py_ssize_t n_chunks) noexcept nogil:
+    """Threads a kernel over ``total`` elements in ``n_chunks`` tasks should use.
+
+    One thread for small steps (no OpenMP start-up), and inside an active
+    parallel region (kernels never nest teams), never more than the tasks.
+    """
+    cdef int n
+    if total < _SERIAL_BELOW or omp_in_parallel():
+        return 1
+    n = omp_get_max_threads()
+    if n > n_chunks:
+        n = <int> n_chunks
+    return n if n > 1 else 1
 
 
 cdef str _where(Py_ssize_t group_index, Py_ssize_t param_index):
@@ -78,6 +119,35 @@ cdef int _check_param(object p, Py_ssize_t gi, Py_ssize_t pi) except -1:
     return t
 
 
+cdef int _check_pair(object praw, object graw, Py_ssize_t gi, Py_ssize_t pi) except -1:
+    """Check one parameter and its (not None) gradient; return the type number."""
+    cdef int t = _check_param(praw, gi, pi), gflags
+    cdef cnp.ndarray p = <cnp.ndarray> praw, g
+    if not cnp.PyArray_Check(graw):
+        raise TypeError(
+            f"the grad of {_where(gi, pi)} must be a numpy.ndarray of "
+            f"dtype {praw.dtype} and shape {praw.shape}, got {_describe(graw)}")
+    g = <cnp.ndarray> graw
+    if cnp.PyArray_TYPE(g) != t:
+        raise TypeError(
+            f"the grad of {_where(gi, pi)} has dtype {graw.dtype}; expected "
+            f"{praw.dtype}, the parameter's dtype")
+    if not cnp.PyArray_SAMESHAPE(g, p):
+        raise ValueError(
+            f"the grad of {_where(gi, pi)} has shape {graw.shape}; expected "
+            f"{praw.shape}, the parameter's shape")
+    gflags = cnp.PyArray_FLAGS(g)
+    if not (gflags & cnp.NPY_ARRAY_C_CONTIGUOUS) or not (gflags & cnp.NPY_ARRAY_ALIGNED):
+        raise ValueError(
+            f"the grad of {_where(gi, pi)} (shape {graw.shape}, dtype {graw.dtype}) "
+            "is not an aligned C-contiguous array; pass np.ascontiguousarray(grad)")
+    if _overlap(g, p):
+        raise ValueError(
+            f"the grad of {_where(gi, pi)} shares memory with the "
+            "parameter; expected a separate array")
+    return t
+
+
 def check_group(list params, list grads, Py_ssize_t group_index, list indices):
     """Check params and their grads; return the common type number or -1.
 
@@ -85,37 +155,9 @@ def check_group(list params, list grads, Py_ssize_t group_index, list indices):
     messages. Raises TypeError/ValueError naming the parameter; changes nothing.
     """
     cdef Py_ssize_t k, n = len(params)
-    cdef int t, common = -2, gflags
-    cdef cnp.ndarray g, p
-    cdef object graw
+    cdef int t, common = -2
     for k in range(n):
-        pi = indices[k]
-        t = _check_param(params[k], group_index, pi)
-        praw = params[k]
-        p = <cnp.ndarray> praw
-        graw = grads[k]
-        if not cnp.PyArray_Check(graw):
-            raise TypeError(
-                f"the grad of {_where(group_index, pi)} must be a numpy.ndarray of "
-                f"dtype {praw.dtype} and shape {praw.shape}, got {_describe(graw)}")
-        g = <cnp.ndarray> graw
-        if cnp.PyArray_TYPE(g) != t:
-            raise TypeError(
-                f"the grad of {_where(group_index, pi)} has dtype {graw.dtype}; expected "
-                f"{praw.dtype}, the parameter's dtype")
-        if not cnp.PyArray_SAMESHAPE(g, p):
-            raise ValueError(
-                f"the grad of {_where(group_index, pi)} has shape {graw.shape}; expected "
-                f"{praw.shape}, the parameter's shape")
-        gflags = cnp.PyArray_FLAGS(g)
-        if not (gflags & cnp.NPY_ARRAY_C_CONTIGUOUS) or not (gflags & cnp.NPY_ARRAY_ALIGNED):
-            raise ValueError(
-                f"the grad of {_where(group_index, pi)} (shape {graw.shape}, dtype {graw.dtype}) "
-                "is not an aligned C-contiguous array; pass np.ascontiguousarray(grad)")
-        if _overlap(g, p):
-            raise ValueError(
-                f"the grad of {_where(group_index, pi)} shares memory with the "
-                "parameter; expected a separate array")
+        t = _check_pair(params[k], grads[k], group_index, indices[k])
         if common == -2:
             common = t
         elif common != t:
@@ -123,24 +165,174 @@ def check_group(list params, list grads, Py_ssize_t group_index, list indices):
     return common
 
 
+cdef inline object _grad_of(object p):
+    # A Parameter keeps its gradient in ``_grad`` (the ``grad`` property
+    # only returns it); read it directly, which is several times cheaper.
+    if type(p) is _Parameter:
+        return p._grad
+    return getattr(p, "grad", None)
+
+
+def gather(list group_params, Py_ssize_t group_index):
+    """Collect and check a group's parameters that have gradients.
+
+    Parameters
+    ----------
+    group_params : list
+        ``param_groups[group_index]["params"]``.
+    group_index : int
+        Used in error messages, which name ``param_groups[i]['params'][j]``.
+
+    Returns
+    -------
+    list of (params, grads, indices, is_double)
+        Nothing when no parameter has a gradient; one entry when all share a
+        dtype; else the float32 entry, then the float64 one.
+
+    Raises
+    ------
+    TypeError, ValueError
+        On the first bad parameter or gradient; nothing is changed.
+    """
+    global _Parameter
+    if _Parameter is None:
+        from .._parameter import Parameter
+        _Parameter = Parameter
+    cdef Py_ssize_t k, n = PyList_GET_SIZE(group_params)
+    cdef list params = [], grads = [], indices = []
+    cdef int t, common = -2
+    cdef object p, g
+    for k in range(n):
+        p = <object> PyList_GET_ITEM(group_params, k)
+        g = _grad_of(p)
+        if g is None:
+            continue
+        t = _check_pair(p, g, group_index, k)
+        if common == -2:
+            common = t
+        elif common != t:
+            common = -1
+        params.append(p)
+        grads.append(g)
+        indices.append(k)
+    if common == -2:
+        return []
+    if common != -1:
+        return [(params, grads, indices, common == cnp.NPY_DOUBLE)]
+    out = []
+    for want in (cnp.NPY_FLOAT, cnp.NPY_DOUBLE):
+        keep = [k for k in range(len(params)) if cnp.PyArray_TYPE(<cnp.ndarray> params[k]) == want]
+        out.append(([params[k] for k in keep], [grads[k] for k in keep],
+                    [indices[k] for k in keep], want == cnp.NPY_DOUBLE))
+    return out
+
+
+def column(object state, list params, object key):
+    """``[state[p][key] for p in params]``, None where missing; and the missing count.
+
+    ``state`` is an optimizer's per-parameter state dict (missing parameters
+    are not added, unlike ``defaultdict.__getitem__``).
+    """
+    if not isinstance(state, dict):
+        raise TypeError(f"state must be a dict, got {type(state).__name__}")
+    cdef Py_ssize_t k, n = PyList_GET_SIZE(params), missing = 0
+    cdef list out = [None] * n
+    cdef PyObject* d
+    cdef PyObject* v
+    cdef object value
+    for k in range(n):
+        d = PyDict_GetItem(<dict> state, <object> PyList_GET_ITEM(params, k))
+        value = None
+        if d is not NULL:
+            if isinstance(<object> d, dict):
+                v = PyDict_GetItem(<dict> d, key)
+                if v is not NULL:
+                    value = <object> v
+            else:
+                value = (<object> d).get(key)
+        if value is None:
+            missing += 1
+        else:
+            out[k] = value
+    return out, missing
+
+
+def increment(object state, list params, object key):
+    """Add 1 to ``state[p][key]`` (a float) for every ``p``; return the new values.
+
+    Returns
+    -------
+    values : list of float
+    common : float or None
+        The shared new value when all are equal (the usual case), else None.
+    """
+    cdef Py_ssize_t k, n = PyList_GET_SIZE(params)
+    cdef list out = [None] * n
+    cdef double v, first = 0.0
+    cdef bint same = True
+    cdef PyObject* d
+    cdef PyObject* old
+    if not isinstance(state, dict):
+        raise TypeError(f"state must be a dict, got {type(state).__name__}")
+    for k in range(n):
+        p = <object> PyList_GET_ITEM(params, k)
+        d = PyDict_GetItem(<dict> state, p)
+        if d is NULL:
+            raise KeyError(f"no state for parameter {k}; initialise it before incrementing '{key}'")
+        if not isinstance(<object> d, dict):
+            raise TypeError(f"state of parameter {k} must be a dict")
+        old = PyDict_GetItem(<dict> d, key)
+        if old is NULL:
+            raise KeyError(f"state of parameter {k} has no '{key}'")
+        if PyFloat_Check(<object> old):
+            v = PyFloat_AS_DOUBLE(<object> old) + 1.0
+        else:
+            v = float(<object> old) + 1.0
+        value = PyFloat_FromDouble(v)
+        PyDict_SetItem(<dict> d, key, value)
+        out[k] = value
+        if k == 0:
+            first = v
+        elif v != first:
+            same = False
+    return out, (first if same and n > 0 else None)
+
+
 def make_table(list streams):
     """Build (ptrs, chunks, n_threads) for a kernel over already-checked arrays.
 
     ``streams`` is a list of equally long lists of C-contiguous arrays of one
-    dtype: parameters first, then gradients, then state arrays.
+    dtype: parameters first, then gradients, then state arrays. Arrays of
+    size 0 are left out; arrays adjacent in every stream are merged.
+
+    Returns
+    -------
+    ptrs : ndarray of intp, shape (rows, len(streams))
+    chunks : ndarray of intp, shape (tasks, 3)
+        (row, start, stop) in elements.
+    n_threads : int
+        1 below ``SERIAL_BELOW`` elements or inside a parallel region, else
+        OpenMP's max threads (at most one per task).
     """
-    cdef Py_ssize_t n_streams = len(streams)
-    cdef Py_ssize_t n = len(streams[0])
+    cdef Py_ssize_t n_streams = PyList_GET_SIZE(streams)
+    cdef Py_ssize_t n = PyList_GET_SIZE(<list> streams[0])
     cdef Py_ssize_t k, s, m = 0, size, total = 0, itemsize = 0, c, start, n_chunks = 0
     cdef cnp.ndarray a
     cdef bint adjacent
-    ptrs_arr = np.empty((max(n, 1), n_streams), dtype=np.intp)
-    sizes_arr = np.empty(max(n, 1), dtype=np.intp)
-    cdef intptr_t[:, ::1] ptrs = ptrs_arr
-    cdef intptr_t[::1] sizes = sizes_arr
+    cdef cnp.npy_intp dims[2]
+    cdef intptr_t address
     cdef list stream
+    for s in range(1, n_streams):
+        if PyList_GET_SIZE(<list> streams[s]) != n:
+            raise ValueError("make_table: every stream must list the same number of arrays")
+    dims[0] = n if n > 0 else 1
+    dims[1] = n_streams
+    ptrs_arr = cnp.PyArray_EMPTY(2, dims, cnp.NPY_INTP, 0)
+    cdef intptr_t* ptrs = <intptr_t*> cnp.PyArray_DATA(ptrs_arr)
+    sizes_arr = cnp.PyArray_EMPTY(1, dims, cnp.NPY_INTP, 0)
+    cdef intptr_t* sizes = <intptr_t*> cnp.PyArray_DATA(sizes_arr)
     for k in range(n):
-        a = <cnp.ndarray> (<list> streams[0])[k]
+        a = <cnp.ndarray> PyList_GET_ITEM(<list> streams[0], k)
         size = cnp.PyArray_SIZE(a)
         if size == 0:
             continue
@@ -149,10 +341,10 @@ def make_table(list streams):
         adjacent = m > 0
         for s in range(n_streams):
             stream = <list> streams[s]
-            address = <intptr_t> cnp.PyArray_DATA(<cnp.ndarray> stream[k])
-            if adjacent and ptrs[m - 1, s] + sizes[m - 1] * itemsize != address:
+            address = <intptr_t> cnp.PyArray_DATA(<cnp.ndarray> PyList_GET_ITEM(stream, k))
+            if adjacent and ptrs[(m - 1) * n_streams + s] + sizes[m - 1] * itemsize != address:
                 adjacent = False
-            ptrs[m, s] = address
+            ptrs[m * n_streams + s] = address
         if adjacent:
             sizes[m - 1] += size
         else:
@@ -160,16 +352,51 @@ def make_table(list streams):
             m += 1
     for k in range(m):
         n_chunks += (sizes[k] + _CHUNK - 1) // _CHUNK
-    chunks_arr = np.empty((n_chunks, 3), dtype=np.intp)
-    cdef intptr_t[:, ::1] chunks = chunks_arr
+    dims[0] = n_chunks
+    dims[1] = 3
+    chunks_arr = cnp.PyArray_EMPTY(2, dims, cnp.NPY_INTP, 0)
+    cdef intptr_t* chunks = <intptr_t*> cnp.PyArray_DATA(chunks_arr)
     c = 0
     for k in range(m):
         start = 0
         while start < sizes[k]:
-            chunks[c, 0] = k
-            chunks[c, 1] = start
+            chunks[3 * c] = k
+            chunks[3 * c + 1] = start
             start = min(start + _CHUNK, sizes[k])
-            chunks[c, 2] = start
+            chunks[3 * c + 2] = start
             c += 1
-    n_threads = 1 if total < _SERIAL_BELOW else omp_get_max_threads()
-    return ptrs_arr[:m], chunks_arr, n_threads
+    if m < n:
+        ptrs_arr = ptrs_arr[:m]
+    return ptrs_arr, chunks_arr, _threads_for(total, n_chunks)
+
+
+# ---------------------------------------------------------------- test helpers
+def fp_mode():
+    """The calling thread's floating-point control word (MXCSR on x86, FPCR on arm64)."""
+    return nopt_fp_mode()
+
+
+def set_fp_mode(unsigned long long mode):
+    """Set the calling thread's floating-point control word (tests only)."""
+    nopt_set_fp_mode(mode)
+
+
+def call_in_parallel(object callback, int n_threads):
+    """Call ``callback()`` from each thread of an OpenMP team of ``n_threads``.
+
+    For tests: lets a kernel be called from inside an active parallel region.
+    Returns the results in thread order (None where a thread did not run).
+    """
+    results = [None] * n_threads
+    errors = []
+    cdef int tid
+    with nogil, parallel(num_threads=n_threads):
+        tid = omp_get_thread_num()
+        with gil:
+            try:
+                results[tid] = callback()
+            except BaseException as exc:  # re-raised below, in the caller's thread
+                errors.append(exc)
+    if errors:
+        raise errors[0]
+    return results

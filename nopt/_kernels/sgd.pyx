@@ -3,6 +3,8 @@
 # One call updates every array of a param group: ptrs[a] = (param, grad,
 # momentum_buffer) and chunks as built by _plan.make_table. ``first`` means the
 # momentum buffers are fresh and take the (decayed) gradient, as torch clones it.
+# With n_threads == 1 (small steps, or inside a parallel region) the chunks
+# run in the calling thread without opening an OpenMP team.
 
 from cython.parallel cimport parallel, prange
 from libc.stdint cimport intptr_t
@@ -37,29 +39,46 @@ cdef inline void _sgd_range(
         param[j] = param[j] - lr * g
 
 
+cdef inline void _sgd_task(
+    floating* tag, const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, Py_ssize_t c,
+    int buf_stream, floating lr, floating momentum, floating keep, floating weight_decay,
+    bint use_momentum, bint nesterov, bint maximize, bint first,
+) noexcept nogil:
+    cdef Py_ssize_t a = chunks[c, 0], start = chunks[c, 1]
+    _sgd_range(
+        <floating*> ptrs[a, 0] + start,
+        <const floating*> ptrs[a, 1] + start,
+        <floating*> ptrs[a, buf_stream] + start,
+        chunks[c, 2] - start,
+        lr, momentum, keep, weight_decay, use_momentum, nesterov, maximize, first,
+    )
+
+
 cdef void _sgd(
     floating* tag, const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, int n_threads,
     double lr, double momentum, double dampening, double weight_decay,
     bint nesterov, bint maximize, bint first,
 ) noexcept nogil:
-    cdef Py_ssize_t c, a, start, n_chunks = chunks.shape[0]
+    cdef Py_ssize_t c, n_chunks = chunks.shape[0]
     cdef bint use_momentum = momentum != 0
     cdef int buf_stream = 2 if use_momentum else 0
     cdef unsigned long long fp
     cdef floating lr_t = <floating> lr, momentum_t = <floating> momentum
     cdef floating keep_t = <floating> (1.0 - dampening), wd_t = <floating> weight_decay
+    if n_threads <= 1:
+        # No parallel region at all: a one-thread team still costs about a
+        # microsecond, which is most of a small model's step.
+        fp = nopt_ftz_enter()
+        for c in range(n_chunks):
+            _sgd_task(tag, ptrs, chunks, c, buf_stream, lr_t, momentum_t, keep_t, wd_t,
+                      use_momentum, nesterov, maximize, first)
+        nopt_ftz_exit(fp)
+        return
     with parallel(num_threads=n_threads):
         fp = nopt_ftz_enter()
         for c in prange(n_chunks, schedule="static"):
-            a = chunks[c, 0]
-            start = chunks[c, 1]
-            _sgd_range(
-                <floating*> ptrs[a, 0] + start,
-                <const floating*> ptrs[a, 1] + start,
-                <floating*> ptrs[a, buf_stream] + start,
-                chunks[c, 2] - start,
-                lr_t, momentum_t, keep_t, wd_t, use_momentum, nesterov, maximize, first,
-            )
+            _sgd_task(tag, ptrs, chunks, c, buf_stream, lr_t, momentum_t, keep_t, wd_t,
+                      use_momentum, nesterov, maximize, first)
         nopt_ftz_exit(fp)
 
 
