@@ -134,7 +134,8 @@ class NAdam(_Rule):
                 g = g + dt(h["weight_decay"]) * p
         mu = b1 * (1.0 - 0.5 * 0.96 ** (t * h["momentum_decay"]))
         mu_next = b1 * (1.0 - 0.5 * 0.96 ** ((t + 1) * h["momentum_decay"]))
-        s["mu_product"] *= mu
+        # torch keeps mu_product as a float32 scalar tensor whatever the dtype.
+        s["mu_product"] = float(np.float32(s["mu_product"]) * np.float32(mu))
         mu_product = s["mu_product"]
         m, v = s["exp_avg"], s["exp_avg_sq"]
         m += (g - m) * dt(1 - b1)
@@ -282,7 +283,7 @@ class ASGD(_Rule):
     defaults = dict(lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, weight_decay=0.0, maximize=False)
 
     def init(self, p):
-        return {"eta": self.h["lr"], "mu": 1.0, "ax": np.zeros_like(p)}
+        return {"eta": float(np.float32(self.h["lr"])), "mu": 1.0, "ax": np.zeros_like(p)}
 
     def update(self, p, g, s, dt):
         h, t = self.h, self.t
@@ -295,8 +296,9 @@ class ASGD(_Rule):
             s["ax"] += (p - s["ax"]) * dt(s["mu"])
         else:
             s["ax"][...] = p
-        s["eta"] = h["lr"] / ((1 + h["lambd"] * h["lr"] * t) ** h["alpha"])
-        s["mu"] = 1 / max(1, t - h["t0"])
+        # torch keeps eta and mu as float32 scalar tensors whatever the dtype.
+        s["eta"] = float(np.float32(h["lr"] / ((1 + h["lambd"] * h["lr"] * t) ** h["alpha"])))
+        s["mu"] = float(np.float32(1 / max(1, t - h["t0"])))
 
 
 RULES = {cls.__name__: cls for cls in (SGD, Adam, AdamW, Adamax, NAdam, RAdam, Adagrad, Adadelta,
