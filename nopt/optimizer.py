@@ -309,6 +309,10 @@ class Optimizer:
         """
         return _plan.column(self.state, params, key)
 
+    def _state_columns(self, params, keys):
+        """:meth:`_state_column` for several keys: ``([column, ...], n_missing_any)``."""
+        return _plan.columns(self.state, params, tuple(keys))
+
     def _increment_state(self, params, key="step"):
         """Add 1 to the float ``self.state[p][key]`` of every parameter.
 

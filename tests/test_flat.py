@@ -215,3 +215,80 @@ def test_state_dict_and_checkpoint_round_trip(tmp_path):
     clone = copy.deepcopy(flat[0])
     assert isinstance(clone, nopt.Parameter) and not np.shares_memory(clone, flat.data)
     np.testing.assert_array_equal(clone, flat[0])
+
+
+# ---------------------------------------------------------------- step machinery
+# The helpers every optimizer's step uses (Optimizer._batches / _state_column(s)
+# / _increment_state, _plan.make_table): the table merging flat storage relies on.
+
+
+def test_make_table_merges_adjacent_rows_and_skips_empty_arrays():
+    buf, gbuf = np.zeros(30, np.float32), np.zeros(30, np.float32)
+    views = [buf[0:10], buf[10:10], buf[10:25], buf[25:30]]
+    gviews = [gbuf[0:10], gbuf[10:10], gbuf[10:25], gbuf[25:30]]
+    ptrs, chunks, n = _plan.make_table([views, gviews])
+    assert ptrs.shape == (1, 2) and chunks.tolist() == [[0, 0, 30]] and n == 1
+    # Grads out of order: the rows split where a stream is not adjacent.
+    ptrs, chunks, _ = _plan.make_table([views, [gviews[0], gviews[1], gviews[3], gviews[2]]])
+    assert ptrs.shape[0] == 3 and chunks[:, 2].tolist() == [10, 15, 5]
+    with pytest.raises(ValueError, match="same number"):
+        _plan.make_table([views, gviews[:2]])
+
+
+def test_make_table_chunks_large_rows():
+    a, g = np.zeros(2 * _plan.CHUNK + 5, np.float64), np.zeros(2 * _plan.CHUNK + 5, np.float64)
+    ptrs, chunks, n_threads = _plan.make_table([[a], [g]])
+    assert chunks.tolist() == [[0, 0, _plan.CHUNK], [0, _plan.CHUNK, 2 * _plan.CHUNK],
+                               [0, 2 * _plan.CHUNK, 2 * _plan.CHUNK + 5]]
+    assert ptrs[0].tolist() == [a.ctypes.data, g.ctypes.data]
+
+
+def test_batches_split_dtypes_and_skip_missing_grads():
+    ps = [nopt.Parameter(np.zeros(2, dt)) for dt in (np.float64, np.float32, np.float32, np.float64)]
+    for p in ps[:3]:
+        p.grad = np.ones_like(p)
+    opt = nopt.SGD([{"params": [nopt.Parameter(np.zeros(1))]}, {"params": ps}], lr=0.1)
+    batches = opt._batches()
+    assert [(b.group_index, b.indices, b.is_double) for b in batches] == [(1, [1, 2], False), (1, [0], True)]
+    assert batches[0].params == [ps[1], ps[2]] and batches[0].grads[0] is ps[1].grad
+
+
+@pytest.mark.parametrize("breaker,exc,match", [
+    (lambda p: setattr(p, "_grad", np.ones(6, np.float32)[::2]), ValueError, "C-contiguous"),
+    (lambda p: setattr(p, "_grad", np.ones(3, np.float64)), TypeError, "dtype float64"),
+    (lambda p: setattr(p, "_grad", p.view(np.ndarray)), ValueError, "shares memory"),
+    (lambda p: setattr(p, "_grad", [1.0, 2.0, 3.0]), TypeError, "must be a numpy.ndarray"),
+    (lambda p: p.setflags(write=False), ValueError, "read-only"),
+])
+def test_batches_name_the_bad_parameter(breaker, exc, match):
+    ps = [nopt.Parameter(np.zeros(3, np.float32)) for _ in range(3)]
+    for p in ps:
+        p.grad = np.ones(3, np.float32)
+    opt = nopt.SGD([{"params": ps[:1]}, {"params": ps[1:]}], lr=0.1)
+    breaker(ps[2])
+    with pytest.raises(exc, match=r"param_groups\[1\]\['params'\]\[1\].*" + match):
+        opt._batches()
+
+
+def test_state_columns_and_increment():
+    ps = [nopt.Parameter(np.zeros(2)) for _ in range(3)]
+    opt = nopt.SGD(ps, lr=0.1, momentum=0.9)
+    opt.state[ps[0]].update(step=2.0, a=np.ones(2), b=np.zeros(2))
+    opt.state[ps[2]].update(step=2.0, a=np.ones(2))
+    col, missing = opt._state_column(ps, "a")
+    assert missing == 1 and col[1] is None and col[0] is opt.state[ps[0]]["a"]
+    assert ps[1] not in opt.state  # reading does not add entries
+    (a, b), missing = opt._state_columns(ps, ("a", "b"))
+    assert missing == 2 and b[0] is opt.state[ps[0]]["b"] and b[2] is None and a[2] is not None
+    with pytest.raises(KeyError, match="no state for parameter 1"):
+        opt._increment_state(ps, "step")
+    assert opt.state[ps[0]]["step"] == 2.0  # checked before anything changed
+    opt.state[ps[1]]["step"] = 2
+    values, common = opt._increment_state(ps, "step")
+    assert values == [3.0, 3.0, 3.0] and common == 3.0
+    assert all(type(opt.state[p]["step"]) is float for p in ps)
+    opt.state[ps[1]]["step"] = 7.0
+    values, common = opt._increment_state(ps, "step")
+    assert values == [4.0, 8.0, 4.0] and common is None
+    assert opt._split_by(ps, values) == [(4.0, [0, 2]), (8.0, [1])]
+    assert opt._split_by([], []) == [(None, [])]

@@ -257,8 +257,50 @@ def column(object state, list params, object key):
     return out, missing
 
 
+def columns(object state, list params, tuple keys):
+    """``column`` for several keys at once (one state lookup per parameter).
+
+    Returns
+    -------
+    values : list of lists
+        ``values[i][k] = state[params[k]][keys[i]]`` or None.
+    missing : int
+        The number of parameters missing any of the keys.
+    """
+    if not isinstance(state, dict):
+        raise TypeError(f"state must be a dict, got {type(state).__name__}")
+    cdef Py_ssize_t i, k, n = PyList_GET_SIZE(params), n_keys = len(keys), missing = 0
+    cdef list out = [[None] * n for i in range(n_keys)]
+    cdef PyObject* d
+    cdef PyObject* v
+    cdef bint absent
+    for k in range(n):
+        d = PyDict_GetItem(<dict> state, <object> PyList_GET_ITEM(params, k))
+        absent = False
+        for i in range(n_keys):
+            v = NULL
+            if d is not NULL:
+                if isinstance(<object> d, dict):
+                    v = PyDict_GetItem(<dict> d, keys[i])
+                else:
+                    value = (<object> d).get(keys[i])
+                    v = <PyObject*> value if value is not None else NULL
+            if v is NULL or <object> v is None:
+                absent = True
+            else:
+                (<list> out[i])[k] = <object> v
+        if absent:
+            missing += 1
+    return out, missing
+
+
 def increment(object state, list params, object key):
-    """Add 1 to ``state[p][key]`` (a float) for every ``p``; return the new values.
+    """Add 1 to ``state[p][key]`` (a number) for every ``p``; return the new values.
+
+    Everything is checked first: a parameter without state or without
+    ``key`` raises KeyError and nothing is changed. Parameters that shared
+    one old float share the new one too, so the usual case (every count
+    equal) allocates one float per step. The new values are Python floats.
 
     Returns
     -------
@@ -268,15 +310,17 @@ def increment(object state, list params, object key):
     """
     cdef Py_ssize_t k, n = PyList_GET_SIZE(params)
     cdef list out = [None] * n
-    cdef double v, first = 0.0
+    cdef list dicts = [None] * n
+    cdef double v = 0.0, first = 0.0
     cdef bint same = True
     cdef PyObject* d
     cdef PyObject* old
+    cdef object last_old = None   # a strong reference: its address stays its own
+    cdef object value = None
     if not isinstance(state, dict):
         raise TypeError(f"state must be a dict, got {type(state).__name__}")
     for k in range(n):
-        p = <object> PyList_GET_ITEM(params, k)
-        d = PyDict_GetItem(<dict> state, p)
+        d = PyDict_GetItem(<dict> state, <object> PyList_GET_ITEM(params, k))
         if d is NULL:
             raise KeyError(f"no state for parameter {k}; initialise it before incrementing '{key}'")
         if not isinstance(<object> d, dict):
@@ -284,11 +328,19 @@ def increment(object state, list params, object key):
         old = PyDict_GetItem(<dict> d, key)
         if old is NULL:
             raise KeyError(f"state of parameter {k} has no '{key}'")
-        if PyFloat_Check(<object> old):
-            v = PyFloat_AS_DOUBLE(<object> old) + 1.0
-        else:
-            v = float(<object> old) + 1.0
-        value = PyFloat_FromDouble(v)
+        if not PyFloat_Check(<object> old):
+            float(<object> old)  # raises now, before anything changed, if not a number
+        dicts[k] = <object> d
+    for k in range(n):
+        d = PyList_GET_ITEM(dicts, k)
+        old = PyDict_GetItem(<dict> d, key)
+        if <object> old is not last_old:
+            if PyFloat_Check(<object> old):
+                v = PyFloat_AS_DOUBLE(<object> old) + 1.0
+            else:
+                v = float(<object> old) + 1.0
+            value = PyFloat_FromDouble(v)
+            last_old = <object> old
         PyDict_SetItem(<dict> d, key, value)
         out[k] = value
         if k == 0:
