@@ -25,6 +25,12 @@ cdef extern from "_compat.h" nogil:
     void nopt_ftz_exit(unsigned long long old)
     unsigned long long nopt_fp_mode()
     void nopt_set_fp_mode(unsigned long long mode)
+    # Return type of a per-chunk kernel function compiled for several ISAs
+    # and picked at load time (see _compat.h):
+    #     cdef nopt_dispatched _task(...) noexcept nogil
+    ctypedef void nopt_dispatched "NOPT_TARGET_CLONES void"
+    int NOPT_HAVE_CLONES
+    const char* nopt_simd_level()
 
 cdef extern from "math.h" nogil:
     float sqrtf(float x)

@@ -20,10 +20,12 @@ from cython.parallel cimport parallel
 from libc.stdint cimport intptr_t
 
 from ._common cimport (
+    NOPT_HAVE_CLONES,
     NOPT_HAVE_FTZ,
     NOPT_HAVE_OPENMP,
     nopt_fp_mode,
     nopt_set_fp_mode,
+    nopt_simd_level,
     omp_get_max_threads,
     omp_get_num_threads,
     omp_get_thread_num,
@@ -45,6 +47,9 @@ SERIAL_BELOW = _SERIAL_BELOW
 
 HAVE_OPENMP = bool(NOPT_HAVE_OPENMP)
 HAVE_FTZ = bool(NOPT_HAVE_FTZ)
+# Kernels compiled for several ISAs, and the one this CPU runs (see _compat.h).
+HAVE_SIMD_DISPATCH = bool(NOPT_HAVE_CLONES)
+SIMD_LEVEL = (<bytes> nopt_simd_level()).decode()
 
 cdef object _Parameter = None
 

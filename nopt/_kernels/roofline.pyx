@@ -9,7 +9,8 @@
 #
 # The loops are plain C (below) with compile-time stream counts and
 # ``restrict`` pointers, so gcc vectorises every (n_read, n_write) variant
-# without run-time alias checks.
+# without run-time alias checks; like the kernels' per-chunk functions they
+# are compiled for AVX-512, AVX2 and the baseline (NOPT_TARGET_CLONES).
 
 from cython.parallel cimport parallel, prange
 from libc.stdint cimport intptr_t
@@ -19,6 +20,7 @@ from ._common cimport nopt_ftz_enter, nopt_ftz_exit
 cdef extern from *:
     """
     #include <stddef.h>
+    #include "_compat.h"
     #define NOPT_MAX_STREAMS 5
     #define NOPT_R(R, k) if (R > k) s += p##k[j];
     #define NOPT_W(W, k) if (W > k) p##k[j] = s * a + b;
@@ -46,7 +48,7 @@ cdef extern from *:
 
     #define NOPT_CASE(T, R, W) case (R) * 8 + (W): nopt_stream_##T##_##R##_##W(p, n, a, b); break;
     #define NOPT_DISPATCH(T)                                                         \\
-    static void nopt_stream_##T(T **p, ptrdiff_t n, int r, int w, T a, T b) {        \\
+    static NOPT_TARGET_CLONES void nopt_stream_##T(T **p, ptrdiff_t n, int r, int w, T a, T b) {        \\
         switch (r * 8 + w) {                                                         \\
             NOPT_ALL(NOPT_CASE, T)                                                   \\
             default: break;                                                          \\

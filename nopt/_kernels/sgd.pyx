@@ -9,7 +9,7 @@
 from cython.parallel cimport parallel, prange
 from libc.stdint cimport intptr_t
 
-from ._common cimport floating, nopt_ftz_enter, nopt_ftz_exit
+from ._common cimport floating, nopt_dispatched, nopt_ftz_enter, nopt_ftz_exit
 
 
 # The loops take their flags as arguments, but _sgd_task only ever calls
@@ -17,6 +17,8 @@ from ._common cimport floating, nopt_ftz_enter, nopt_ftz_exit
 # constant, so each copy is a branch-free loop that gcc vectorises. (Left as
 # run-time flags, gcc unswitches only some of them and, in the inlined
 # copies, keeps a scalar loop with a test per element: 3x slower.)
+# _sgd_task is compiled for AVX-512, AVX2 and the baseline and picked at load
+# time (nopt_dispatched, see _compat.h): same bits, wider vectors.
 cdef inline void _plain_loop(
     floating* param,              # IN/OUT
     const floating* grad,         # IN
@@ -86,7 +88,7 @@ cdef inline void _first_loop(
         param[j] = p - lr * g
 
 
-cdef inline void _sgd_task(
+cdef nopt_dispatched _sgd_task(
     const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, Py_ssize_t c,
     floating lr, floating momentum, floating keep, floating wd,
     bint use_momentum, bint nesterov, bint maximize, bint first,
