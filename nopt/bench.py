@@ -484,8 +484,11 @@ def _cpu_name():
 def _meta(repeat, min_time):
     import nopt
 
+    from ._kernels import _plan
+
     meta = {
         "nopt_config": nopt.get_config(),
+        "simd": _plan.SIMD_LEVEL,
         "cpu": _cpu_name(),
         "cpu_count": os.cpu_count(),
         "python": sys.version.split()[0],

@@ -28,6 +28,7 @@ def test_cli_quick_json(tmp_path):
     data = json.loads(out.read_text())
     assert set(data) == {"meta", "results", "skipped", "scaling"}
     assert data["meta"]["repeat"] == 2 and "nopt_config" in data["meta"]
+    assert isinstance(data["meta"]["simd"], str) and data["meta"]["simd"]
     sgd = [r for r in data["results"] if r["optimizer"] == "SGD"]
     assert [(r["case"], r["threads"]) for r in sgd] == [
         (c, t) for c in ("1x100", "3x1000-flat", "2x50-f64") for t in (1, 2)]

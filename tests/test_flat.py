@@ -228,11 +228,31 @@ def test_make_table_merges_adjacent_rows_and_skips_empty_arrays():
     gviews = [gbuf[0:10], gbuf[10:10], gbuf[10:25], gbuf[25:30]]
     ptrs, chunks, n = _plan.make_table([views, gviews])
     assert ptrs.shape == (1, 2) and chunks.tolist() == [[0, 0, 30]] and n == 1
-    # Grads out of order: the rows split where a stream is not adjacent.
-    ptrs, chunks, _ = _plan.make_table([views, [gviews[0], gviews[1], gviews[3], gviews[2]]])
+    # Grads laid out in another order: rows split where a stream is not adjacent.
+    shuffled = [gbuf[0:10], gbuf[10:10], gbuf[15:30], gbuf[10:15]]
+    ptrs, chunks, _ = _plan.make_table([views, shuffled])
     assert ptrs.shape[0] == 3 and chunks[:, 2].tolist() == [10, 15, 5]
     with pytest.raises(ValueError, match="same number"):
         _plan.make_table([views, gviews[:2]])
+
+
+@pytest.mark.parametrize("bad,match", [
+    (np.zeros(9, np.float32), "state array .stream 2. of array 1.*10 elements"),
+    (np.zeros(10, np.float64), "state array .stream 2. of array 1.*float32"),
+    (np.zeros(20, np.float32)[::2], "state array .stream 2. of array 1.*C-contiguous"),
+    (None, "state array .stream 2. of array 1 in this step is NoneType"),
+])
+def test_make_table_refuses_arrays_a_kernel_cannot_walk(bad, match):
+    """A state array replaced by hand raises instead of corrupting memory."""
+    ps = [np.zeros(10, np.float32) for _ in range(2)]
+    gs = [np.zeros(10, np.float32) for _ in range(2)]
+    with pytest.raises(ValueError, match=match):
+        _plan.make_table([ps, gs, [np.zeros(10, np.float32), bad]])
+    ro = np.zeros(10, np.float32)
+    ro.setflags(write=False)
+    with pytest.raises(ValueError, match="writeable"):
+        _plan.make_table([ps, gs, [ro, ro]])
+    _plan.make_table([ps, [ro, ro]])  # gradients are only read
 
 
 def test_make_table_chunks_large_rows():

@@ -355,12 +355,40 @@ def increment(object state, list params, object key):
     return out, (first if same and n > 0 else None)
 
 
+cdef int _check_stream_array(object x, Py_ssize_t s, Py_ssize_t k, int t0, Py_ssize_t size) except -1:
+    """A kernel reads ``size`` elements of type ``t0`` from every stream: make sure it can."""
+    cdef int flags, need = cnp.NPY_ARRAY_C_CONTIGUOUS | cnp.NPY_ARRAY_ALIGNED
+    if s != 1:  # every stream but the gradients is written
+        need |= cnp.NPY_ARRAY_WRITEABLE
+    if cnp.PyArray_Check(x):
+        flags = cnp.PyArray_FLAGS(<cnp.ndarray> x)
+        if (cnp.PyArray_TYPE(<cnp.ndarray> x) == t0 and cnp.PyArray_SIZE(<cnp.ndarray> x) == size
+                and (flags & need) == need):
+            return 0
+    what = "gradient" if s == 1 else ("parameter" if s == 0 else f"state array (stream {s})")
+    raise ValueError(
+        f"the {what} of array {k} in this step is {_describe(x)}; expected "
+        f"{'a writeable, ' if s != 1 else 'an '}aligned C-contiguous array of "
+        f"{_type_name(t0)} with "
+        f"{size} elements, like its parameter (was optimizer.state changed by hand?)")
+
+
+cdef str _type_name(int t):
+    return "float64" if t == cnp.NPY_DOUBLE else ("float32" if t == cnp.NPY_FLOAT else f"type {t}")
+
+
 def make_table(list streams):
-    """Build (ptrs, chunks, n_threads) for a kernel over already-checked arrays.
+    """Build (ptrs, chunks, n_threads) for a kernel over a batch's arrays.
 
     ``streams`` is a list of equally long lists of C-contiguous arrays of one
     dtype: parameters first, then gradients, then state arrays. Arrays of
     size 0 are left out; arrays adjacent in every stream are merged.
+
+    Parameters and gradients come checked from ``Optimizer._batches``; this
+    still checks that every array of every stream is an aligned C-contiguous
+    array of the parameters' dtype, with its parameter's size (and writeable,
+    but for the gradients), so a state array replaced by hand raises
+    ValueError here instead of corrupting memory in the kernel.
 
     Returns
     -------
@@ -388,9 +416,21 @@ def make_table(list streams):
     cdef intptr_t* ptrs = <intptr_t*> cnp.PyArray_DATA(ptrs_arr)
     sizes_arr = cnp.PyArray_EMPTY(1, dims, cnp.NPY_INTP, 0)
     cdef intptr_t* sizes = <intptr_t*> cnp.PyArray_DATA(sizes_arr)
+    cdef int t0 = -1
+    cdef object x
     for k in range(n):
-        a = <cnp.ndarray> PyList_GET_ITEM(<list> streams[0], k)
+        x = <object> PyList_GET_ITEM(<list> streams[0], k)
+        if t0 == -1:
+            if not cnp.PyArray_Check(x):
+                raise ValueError(f"make_table: stream 0 holds {_describe(x)}, not an array")
+            t0 = cnp.PyArray_TYPE(<cnp.ndarray> x)
+            if t0 != cnp.NPY_FLOAT and t0 != cnp.NPY_DOUBLE:
+                raise ValueError(f"make_table: arrays must be float32 or float64, got {_describe(x)}")
+        _check_stream_array(x, 0, k, t0, cnp.PyArray_SIZE(<cnp.ndarray> x) if cnp.PyArray_Check(x) else -1)
+        a = <cnp.ndarray> x
         size = cnp.PyArray_SIZE(a)
+        for s in range(1, n_streams):
+            _check_stream_array(<object> PyList_GET_ITEM(<list> streams[s], k), s, k, t0, size)
         if size == 0:
             continue
         itemsize = cnp.PyArray_ITEMSIZE(a)
