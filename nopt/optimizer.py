@@ -289,7 +289,8 @@ class Optimizer:
         -------
         list of _Batch
             ``.group`` (the group dict), ``.group_index``, ``.params``,
-            ``.grads``, ``.indices`` (positions in the group) and
+            ``.grads``, ``.indices`` (positions in the group: a sequence,
+            a ``range`` when every parameter has a gradient) and
             ``.is_double``, the kernel's dtype switch.
         """
         batches = []

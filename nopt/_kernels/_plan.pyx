@@ -192,7 +192,9 @@ def gather(list group_params, Py_ssize_t group_index):
     -------
     list of (params, grads, indices, is_double)
         Nothing when no parameter has a gradient; one entry when all share a
-        dtype; else the float32 entry, then the float64 one.
+        dtype; else the float32 entry, then the float64 one. ``indices``
+        (positions in the group) is a sequence: a ``range`` when every
+        parameter has a gradient, else a list.
 
     Raises
     ------
@@ -203,30 +205,42 @@ def gather(list group_params, Py_ssize_t group_index):
     if _Parameter is None:
         from .._parameter import Parameter
         _Parameter = Parameter
-    cdef Py_ssize_t k, n = PyList_GET_SIZE(group_params)
-    cdef list params = [], grads = [], indices = []
+    cdef Py_ssize_t k, m = 0, n = PyList_GET_SIZE(group_params)
+    # Pre-sized lists, filled in place and trimmed at the end (no appends).
+    cdef list params = [None] * n, grads = [None] * n
+    cdef list where = None
     cdef int t, common = -2
     cdef object p, g
     for k in range(n):
         p = <object> PyList_GET_ITEM(group_params, k)
         g = _grad_of(p)
         if g is None:
+            if where is None:
+                where = list(range(m))
             continue
         t = _check_pair(p, g, group_index, k)
         if common == -2:
             common = t
         elif common != t:
             common = -1
-        params.append(p)
-        grads.append(g)
-        indices.append(k)
+        params[m] = p
+        grads[m] = g
+        if where is not None:
+            where.append(k)
+        m += 1
     if common == -2:
         return []
+    if m < n:
+        del params[m:]
+        del grads[m:]
+    # Positions in the group: a range when every parameter has a gradient
+    # (the usual case; no int objects to make), else a list.
+    indices = range(n) if where is None else where
     if common != -1:
         return [(params, grads, indices, common == cnp.NPY_DOUBLE)]
     out = []
     for want in (cnp.NPY_FLOAT, cnp.NPY_DOUBLE):
-        keep = [k for k in range(len(params)) if cnp.PyArray_TYPE(<cnp.ndarray> params[k]) == want]
+        keep = [k for k in range(m) if cnp.PyArray_TYPE(<cnp.ndarray> params[k]) == want]
         out.append(([params[k] for k in keep], [grads[k] for k in keep],
                     [indices[k] for k in keep], want == cnp.NPY_DOUBLE))
     return out
@@ -355,22 +369,25 @@ def increment(object state, list params, object key):
     return out, (first if same and n > 0 else None)
 
 
-cdef int _check_stream_array(object x, Py_ssize_t s, Py_ssize_t k, int t0, Py_ssize_t size) except -1:
-    """A kernel reads ``size`` elements of type ``t0`` from every stream: make sure it can."""
+cdef inline bint _walkable(object x, bint written, int t0, Py_ssize_t size) noexcept:
+    """Can a kernel read (and write) ``size`` elements of type ``t0`` from ``x``?"""
     cdef int flags, need = cnp.NPY_ARRAY_C_CONTIGUOUS | cnp.NPY_ARRAY_ALIGNED
-    if s != 1:  # every stream but the gradients is written
+    if written:
         need |= cnp.NPY_ARRAY_WRITEABLE
-    if cnp.PyArray_Check(x):
-        flags = cnp.PyArray_FLAGS(<cnp.ndarray> x)
-        if (cnp.PyArray_TYPE(<cnp.ndarray> x) == t0 and cnp.PyArray_SIZE(<cnp.ndarray> x) == size
-                and (flags & need) == need):
-            return 0
+    if not cnp.PyArray_Check(x):
+        return False
+    flags = cnp.PyArray_FLAGS(<cnp.ndarray> x)
+    return (cnp.PyArray_TYPE(<cnp.ndarray> x) == t0 and cnp.PyArray_SIZE(<cnp.ndarray> x) == size
+            and (flags & need) == need)
+
+
+cdef _stream_error(object x, Py_ssize_t s, Py_ssize_t k, int t0, Py_ssize_t size):
     what = "gradient" if s == 1 else ("parameter" if s == 0 else f"state array (stream {s})")
-    raise ValueError(
+    return ValueError(
         f"the {what} of array {k} in this step is {_describe(x)}; expected "
         f"{'a writeable, ' if s != 1 else 'an '}aligned C-contiguous array of "
-        f"{_type_name(t0)} with "
-        f"{size} elements, like its parameter (was optimizer.state changed by hand?)")
+        f"{_type_name(t0)} with {size} elements, like its parameter "
+        "(was optimizer.state changed by hand?)")
 
 
 cdef str _type_name(int t):
@@ -426,22 +443,21 @@ def make_table(list streams):
             t0 = cnp.PyArray_TYPE(<cnp.ndarray> x)
             if t0 != cnp.NPY_FLOAT and t0 != cnp.NPY_DOUBLE:
                 raise ValueError(f"make_table: arrays must be float32 or float64, got {_describe(x)}")
-        _check_stream_array(x, 0, k, t0, cnp.PyArray_SIZE(<cnp.ndarray> x) if cnp.PyArray_Check(x) else -1)
-        a = <cnp.ndarray> x
-        size = cnp.PyArray_SIZE(a)
-        for s in range(1, n_streams):
-            _check_stream_array(<object> PyList_GET_ITEM(<list> streams[s], k), s, k, t0, size)
-        if size == 0:
-            continue
-        itemsize = cnp.PyArray_ITEMSIZE(a)
-        total += size
-        adjacent = m > 0
+        size = cnp.PyArray_SIZE(<cnp.ndarray> x) if cnp.PyArray_Check(x) else -1
+        adjacent = m > 0 and size > 0
         for s in range(n_streams):
-            stream = <list> streams[s]
-            address = <intptr_t> cnp.PyArray_DATA(<cnp.ndarray> PyList_GET_ITEM(stream, k))
+            if s:
+                x = <object> PyList_GET_ITEM(<list> streams[s], k)
+            if not _walkable(x, s != 1, t0, size):
+                raise _stream_error(x, s, k, t0, size)
+            address = <intptr_t> cnp.PyArray_DATA(<cnp.ndarray> x)
             if adjacent and ptrs[(m - 1) * n_streams + s] + sizes[m - 1] * itemsize != address:
                 adjacent = False
             ptrs[m * n_streams + s] = address
+        if size == 0:
+            continue
+        itemsize = cnp.PyArray_ITEMSIZE(<cnp.ndarray> <object> PyList_GET_ITEM(<list> streams[0], k))
+        total += size
         if adjacent:
             sizes[m - 1] += size
         else:
