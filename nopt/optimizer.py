@@ -294,11 +294,17 @@ class Optimizer:
             ``.is_double``, the kernel's dtype switch.
         """
         batches = []
+        caches = self.__dict__.get("_gather_caches")
+        if caches is None or len(caches) != len(self.param_groups):
+            # One cache per group (see _plan.GatherCache): a step whose
+            # parameters and gradient objects are those of the last step is
+            # revalidated by identity instead of checked from scratch.
+            caches = self._gather_caches = [_plan.GatherCache() for _ in self.param_groups]
         for gi, group in enumerate(self.param_groups):
             params = group["params"]
             if type(params) is not list:
                 params = list(params)
-            for batch_params, grads, indices, is_double in _plan.gather(params, gi):
+            for batch_params, grads, indices, is_double in _plan.gather(params, gi, caches[gi]):
                 batches.append(_Batch(group, gi, batch_params, grads, indices, is_double))
         return batches
 

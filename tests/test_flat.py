@@ -312,3 +312,58 @@ def test_state_columns_and_increment():
     assert values == [4.0, 8.0, 4.0] and common is None
     assert opt._split_by(ps, values) == [(4.0, [0, 2]), (8.0, [1])]
     assert opt._split_by([], []) == [(None, [])]
+
+
+def _sgd_model(n=3, size=4):
+    ps = [nopt.Parameter(np.arange(size, dtype=np.float64) + i) for i in range(n)]
+    for p in ps:
+        p.grad = np.ones(size)
+    return ps, nopt.SGD(ps, lr=0.5)
+
+
+def test_revalidation_catches_changes_between_steps():
+    """_batches revalidates by identity; every kind of change still takes effect or raises."""
+    ps, opt = _sgd_model()
+    opt.step()
+    opt.step()  # the cached path
+    before = [p.copy() for p in ps]
+    ps[1].grad = np.full(4, 2.0)  # a new gradient object
+    opt.step()
+    np.testing.assert_array_equal(ps[1], before[1] - 1.0)
+    np.testing.assert_array_equal(ps[0], before[0] - 0.5)
+    ps[2].grad = None  # no gradient: skipped
+    opt.step()
+    np.testing.assert_array_equal(ps[2], before[2] - 0.5)
+    np.testing.assert_array_equal(ps[0], before[0] - 1.0)
+    assert [b.indices for b in opt._batches()] == [[0, 1]]
+    ps[2].grad = np.ones(4)
+    opt.step()
+    ps[2].setflags(write=False)  # reflagged in place, same gradient object
+    with pytest.raises(ValueError, match=r"param_groups\[0\]\['params'\]\[2\].*read-only"):
+        opt.step()
+    ps[2].setflags(write=True)
+    extra = nopt.Parameter(np.zeros(4))
+    extra.grad = np.ones(4)
+    opt.param_groups[0]["params"].append(extra)  # the group's list, changed in place
+    opt.step()
+    np.testing.assert_array_equal(extra, np.full(4, -0.5))
+
+
+def test_revalidation_never_confuses_a_new_gradient_at_a_recycled_address():
+    ps, opt = _sgd_model(n=1, size=1000)
+    for step in range(20):
+        ps[0].grad = np.full(1000, float(step))  # the old one is freed: its address may be reused
+        before = ps[0].copy()
+        opt.step()
+        np.testing.assert_array_equal(ps[0], before - 0.5 * step)
+
+
+def test_revalidation_keeps_no_gradient_alive():
+    import weakref
+
+    ps, opt = _sgd_model(n=2)
+    opt.step()
+    ref = weakref.ref(ps[0].grad)
+    ps[0].grad = np.ones(4)
+    opt.step()
+    assert ref() is None

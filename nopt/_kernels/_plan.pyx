@@ -12,10 +12,12 @@
 # and its per-array cost is what a 2000-array model pays.
 
 cimport numpy as cnp
-from cpython.dict cimport PyDict_GetItem, PyDict_SetItem
+from cpython.dict cimport PyDict_GetItemWithError, PyDict_SetItem
 from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_Check, PyFloat_FromDouble
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+from cpython.tuple cimport PyTuple_GET_ITEM
 from cpython.object cimport PyObject
+from cpython.weakref cimport PyWeakref_GET_OBJECT, PyWeakref_NewRef
 from cython.parallel cimport parallel
 from libc.stdint cimport intptr_t
 
@@ -178,7 +180,80 @@ cdef inline object _grad_of(object p):
     return getattr(p, "grad", None)
 
 
-def gather(list group_params, Py_ssize_t group_index):
+cdef class GatherCache:
+    """What ``gather`` found for one group last time, to revalidate cheaply.
+
+    The next ``gather`` with this cache takes a fast path when the group's
+    list is the same object, with the same parameters in the same order,
+    each with the same gradient object as before (``None`` included), and
+    every parameter still has its data pointer and is still writeable,
+    aligned and C-contiguous. Anything else (a gradient replaced, a
+    parameter added, removed or reflagged) runs the full check. Gradients
+    are held by weak reference, so a replaced gradient is never kept alive
+    (and never mistaken for a new one at the same address).
+    """
+    cdef object group_list
+    cdef Py_ssize_t group_index, n
+    cdef tuple items          # the group's parameters
+    cdef list grad_refs       # weakref to each gradient, or None
+    cdef object pdata         # intp array: each parameter's data pointer (0: no gradient)
+    cdef list result          # [(params, indices, is_double)]: no gradients (weak refs only)
+
+    def __cinit__(self):
+        self.group_list = None
+        self.n = -1
+
+
+cdef bint _cache_valid(GatherCache cache, list group_params, Py_ssize_t group_index, list grads_out):
+    """True when the cache still holds; then ``grads_out[k]`` is parameter k's gradient."""
+    cdef Py_ssize_t k, n = PyList_GET_SIZE(group_params)
+    cdef object p, g, ref
+    cdef int need = cnp.NPY_ARRAY_C_CONTIGUOUS | cnp.NPY_ARRAY_ALIGNED | cnp.NPY_ARRAY_WRITEABLE
+    cdef intptr_t* pdata
+    if cache.group_list is not group_params or cache.n != n or cache.group_index != group_index:
+        return False
+    pdata = <intptr_t*> cnp.PyArray_DATA(<cnp.ndarray> cache.pdata)
+    for k in range(n):
+        p = <object> PyList_GET_ITEM(group_params, k)
+        if p is not <object> PyTuple_GET_ITEM(cache.items, k):
+            return False
+        g = _grad_of(p)
+        ref = <object> PyList_GET_ITEM(cache.grad_refs, k)
+        if ref is None:
+            if g is not None:
+                return False
+            continue
+        if g is None or <object> PyWeakref_GET_OBJECT(ref) is not g:
+            return False
+        if (<intptr_t> cnp.PyArray_DATA(<cnp.ndarray> p) != pdata[k]
+                or (cnp.PyArray_FLAGS(<cnp.ndarray> p) & need) != need):
+            return False
+        grads_out[k] = g
+    return True
+
+
+cdef void _cache_fill(GatherCache cache, list group_params, Py_ssize_t group_index, list result):
+    cdef Py_ssize_t k, n = PyList_GET_SIZE(group_params)
+    cdef object p, g
+    cdef list refs = [None] * n
+    pdata = np.zeros(n, dtype=np.intp)
+    cdef intptr_t* pd = <intptr_t*> cnp.PyArray_DATA(<cnp.ndarray> pdata)
+    for k in range(n):
+        p = <object> PyList_GET_ITEM(group_params, k)
+        g = _grad_of(p)
+        if g is not None:
+            refs[k] = PyWeakref_NewRef(g, None)
+            pd[k] = <intptr_t> cnp.PyArray_DATA(<cnp.ndarray> p)
+    cache.group_list = group_params
+    cache.group_index = group_index
+    cache.n = n
+    cache.items = tuple(group_params)
+    cache.grad_refs = refs
+    cache.pdata = pdata
+    cache.result = [(list(params), indices, is_double) for params, grads, indices, is_double in result]
+
+
+def gather(list group_params, Py_ssize_t group_index, GatherCache cache=None):
     """Collect and check a group's parameters that have gradients.
 
     Parameters
@@ -196,6 +271,10 @@ def gather(list group_params, Py_ssize_t group_index):
         (positions in the group) is a sequence: a ``range`` when every
         parameter has a gradient, else a list.
 
+    cache : GatherCache, optional
+        Revalidate against the previous call's findings (see GatherCache);
+        filled with this call's. The lists returned are fresh either way.
+
     Raises
     ------
     TypeError, ValueError
@@ -205,6 +284,19 @@ def gather(list group_params, Py_ssize_t group_index):
     if _Parameter is None:
         from .._parameter import Parameter
         _Parameter = Parameter
+    cdef list grads_now
+    if cache is not None and cache.n == PyList_GET_SIZE(group_params):
+        grads_now = [None] * cache.n
+        if _cache_valid(cache, group_params, group_index, grads_now):
+            return [(list(p), grads_now if type(i) is range else [grads_now[k] for k in i], i, d)
+                    for p, i, d in cache.result]
+    result = _gather_full(group_params, group_index)
+    if cache is not None:
+        _cache_fill(cache, group_params, group_index, result)
+    return result
+
+
+cdef list _gather_full(list group_params, Py_ssize_t group_index):
     cdef Py_ssize_t k, m = 0, n = PyList_GET_SIZE(group_params)
     # Pre-sized lists, filled in place and trimmed at the end (no appends).
     cdef list params = [None] * n, grads = [None] * n
@@ -260,11 +352,11 @@ def column(object state, list params, object key):
     cdef PyObject* v
     cdef object value
     for k in range(n):
-        d = PyDict_GetItem(<dict> state, <object> PyList_GET_ITEM(params, k))
+        d = PyDict_GetItemWithError(<dict> state, <object> PyList_GET_ITEM(params, k))
         value = None
         if d is not NULL:
             if isinstance(<object> d, dict):
-                v = PyDict_GetItem(<dict> d, key)
+                v = PyDict_GetItemWithError(<dict> d, key)
                 if v is not NULL:
                     value = <object> v
             else:
@@ -294,13 +386,13 @@ def columns(object state, list params, tuple keys):
     cdef PyObject* v
     cdef bint absent
     for k in range(n):
-        d = PyDict_GetItem(<dict> state, <object> PyList_GET_ITEM(params, k))
+        d = PyDict_GetItemWithError(<dict> state, <object> PyList_GET_ITEM(params, k))
         absent = False
         for i in range(n_keys):
             v = NULL
             if d is not NULL:
                 if isinstance(<object> d, dict):
-                    v = PyDict_GetItem(<dict> d, keys[i])
+                    v = PyDict_GetItemWithError(<dict> d, keys[i])
                 else:
                     value = (<object> d).get(keys[i])
                     v = <PyObject*> value if value is not None else NULL
@@ -339,12 +431,12 @@ def increment(object state, list params, object key):
     if not isinstance(state, dict):
         raise TypeError(f"state must be a dict, got {type(state).__name__}")
     for k in range(n):
-        d = PyDict_GetItem(<dict> state, <object> PyList_GET_ITEM(params, k))
+        d = PyDict_GetItemWithError(<dict> state, <object> PyList_GET_ITEM(params, k))
         if d is NULL:
             raise KeyError(f"no state for parameter {k}; initialise it before incrementing '{key}'")
         if not isinstance(<object> d, dict):
             raise TypeError(f"state of parameter {k} must be a dict")
-        old = PyDict_GetItem(<dict> d, key)
+        old = PyDict_GetItemWithError(<dict> d, key)
         if old is NULL:
             raise KeyError(f"state of parameter {k} has no '{key}'")
         if not PyFloat_Check(<object> old):
@@ -352,7 +444,7 @@ def increment(object state, list params, object key):
         dicts[k] = <object> d
     for k in range(n):
         d = PyList_GET_ITEM(dicts, k)
-        old = PyDict_GetItem(<dict> d, key)
+        old = PyDict_GetItemWithError(<dict> d, key)
         if <object> old is not last_old:
             if PyFloat_Check(<object> old):
                 v = PyFloat_AS_DOUBLE(<object> old) + 1.0
