@@ -308,6 +308,28 @@ class Optimizer:
                 batches.append(_Batch(group, gi, batch_params, grads, indices, is_double))
         return batches
 
+    def _table(self, streams, tag=None):
+        """``_plan.make_table(streams)``, reusing last step's table when the arrays are the same.
+
+        Call this from ``step`` instead of ``_plan.make_table`` directly. The
+        cache is per call site: ``tag`` (any hashable, e.g. the group index
+        and a flag) plus the first parameter and the stream and array counts.
+        A reused table skips re-reading every array's size and flags, which
+        is most of a many-array step's set-up.
+        """
+        caches = self.__dict__.get("_table_caches")
+        if caches is None or caches.get("state") is not self.state:
+            # New or reloaded state: drop tables that hold the old arrays.
+            caches = self._table_caches = {"state": self.state}
+        first = streams[0][0] if streams and streams[0] else None
+        key = (tag, id(first), len(streams), len(streams[0]) if streams else 0)
+        cache = caches.get(key)
+        if cache is None:
+            if len(caches) > 256:
+                caches = self._table_caches = {"state": self.state}
+            cache = caches[key] = _plan.TableCache()
+        return _plan.make_table(streams, cache)
+
     def _state_column(self, params, key):
         """``[self.state[p].get(key) for p in params]`` (None where missing), and the missing count.
 
@@ -319,6 +341,23 @@ class Optimizer:
     def _state_columns(self, params, keys):
         """:meth:`_state_column` for several keys: ``([column, ...], n_missing_any)``."""
         return _plan.columns(self.state, params, tuple(keys))
+
+    def _state_step(self, params, keys, step_key="step"):
+        """Gather state arrays and count a step, touching each state dict once.
+
+        Returns
+        -------
+        columns : list of lists
+            ``columns[i][k] = self.state[params[k]][keys[i]]`` (None if missing).
+        missing : int
+            Parameters missing any of ``keys`` or ``step_key``. When not 0,
+            nothing was changed: initialise their state, then call again.
+        steps : list of float or None
+            The incremented counts, in order (None when ``missing``).
+        common : float or None
+            The shared count when all are equal (the usual case), else None.
+        """
+        return _plan.columns_and_increment(self.state, params, tuple(keys), step_key)
 
     def _increment_state(self, params, key="step"):
         """Add 1 to the float ``self.state[p][key]`` of every parameter.

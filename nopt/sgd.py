@@ -1,5 +1,4 @@
 """Stochastic gradient descent, with momentum and Nesterov momentum."""
-from ._kernels import _plan
 from ._kernels.sgd import sgd as _sgd_kernel
 from .optimizer import Optimizer, required
 
@@ -91,10 +90,9 @@ class SGD(Optimizer):
                 self._run(batch, [params, [batch.grads[k] for k in keep], part], first=first)
         return loss
 
-    @staticmethod
-    def _run(batch, streams, first):
+    def _run(self, batch, streams, first):
         group = batch.group
-        ptrs, chunks, n_threads = _plan.make_table(streams)
+        ptrs, chunks, n_threads = self._table(streams, tag=(batch.group_index, first))
         _sgd_kernel(ptrs, chunks, batch.is_double, n_threads, group["lr"], group["momentum"],
                     group["dampening"], group["weight_decay"], group["nesterov"],
                     group["maximize"], first)

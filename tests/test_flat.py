@@ -45,8 +45,8 @@ def tables(monkeypatch):
     calls = []
     original = _plan.make_table
 
-    def recording(streams):
-        out = original(streams)
+    def recording(streams, *args):
+        out = original(streams, *args)
         calls.append(out)
         return out
 
@@ -367,3 +367,55 @@ def test_revalidation_keeps_no_gradient_alive():
     ps[0].grad = np.ones(4)
     opt.step()
     assert ref() is None
+
+
+def test_table_reuse_follows_state_replaced_by_hand():
+    ps, _ = _sgd_model(n=2, size=5)
+    opt = nopt.SGD(ps, lr=0.5, momentum=0.5)
+    opt.step()
+    opt.step()  # a reused table
+    opt.state[ps[1]]["momentum_buffer"] = np.zeros(4)
+    with pytest.raises(ValueError, match="state array .stream 2. of array 1.*5 elements"):
+        opt.step()
+    opt.state[ps[1]]["momentum_buffer"] = np.full(5, 2.0)
+    before = ps[1].copy()
+    opt.step()
+    np.testing.assert_array_equal(opt.state[ps[1]]["momentum_buffer"], np.full(5, 2.0))
+    np.testing.assert_array_equal(ps[1], before - 0.5 * 2.0)
+
+
+def test_table_reuse_with_new_gradients_every_step():
+    rng = np.random.default_rng(0)
+    values = [rng.standard_normal(s) for s in (7, 70_000, 3)]
+    a = [nopt.Parameter(v.copy()) for v in values]
+    opt = nopt.SGD(a, lr=0.1, momentum=0.9)
+    b = [v.copy() for v in values]
+    bufs = [None] * 3
+    for _ in range(6):
+        grads = [rng.standard_normal(v.shape) for v in values]
+        for p, g in zip(a, grads):
+            p.grad = g
+        opt.step()
+        for i, g in enumerate(grads):
+            bufs[i] = g.copy() if bufs[i] is None else bufs[i] * 0.9 + g
+            b[i] -= 0.1 * bufs[i]
+    for p, q in zip(a, b):
+        assert p.tobytes() == q.tobytes()
+
+
+def test_state_step_reads_then_counts_only_when_complete():
+    ps = [nopt.Parameter(np.zeros(2)) for _ in range(3)]
+    opt = nopt.SGD(ps, lr=0.1)
+    for p in ps[:2]:
+        opt.state[p].update(step=4.0, m=np.ones(2), v=np.zeros(2))
+    (m, v), missing, steps, common = opt._state_step(ps, ("m", "v"))
+    assert missing == 1 and steps is None and common is None and m[2] is None
+    assert [opt.state[p].get("step") for p in ps] == [4.0, 4.0, None]  # nothing counted
+    opt.state[ps[2]].update(step=1, m=np.ones(2), v=np.zeros(2))
+    (m, v), missing, steps, common = opt._state_step(ps, ("m", "v"))
+    assert missing == 0 and steps == [5.0, 5.0, 2.0] and common is None
+    assert m[2] is opt.state[ps[2]]["m"] and v[0] is opt.state[ps[0]]["v"]
+    opt.state[ps[2]]["step"] = "x"
+    with pytest.raises(ValueError):
+        opt._state_step(ps, ("m",))
+    assert opt.state[ps[0]]["step"] == 5.0

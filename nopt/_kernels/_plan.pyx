@@ -405,43 +405,68 @@ def columns(object state, list params, tuple keys):
     return out, missing
 
 
-def increment(object state, list params, object key):
-    """Add 1 to ``state[p][key]`` (a number) for every ``p``; return the new values.
+def columns_and_increment(object state, list params, tuple keys, object step_key):
+    """``columns(state, params, keys)``, then (when nothing is missing) ``increment``.
 
-    Everything is checked first: a parameter without state or without
-    ``key`` raises KeyError and nothing is changed. Parameters that shared
-    one old float share the new one too, so the usual case (every count
-    equal) allocates one float per step. The new values are Python floats.
+    One pass reads every parameter's state dict for ``keys`` and
+    ``step_key``; only if all are present (and every count is a number) does
+    a second pass, over the same dicts, add 1 to the counts. This is the
+    state set-up of an Adam-like step, touching each state dict once.
 
     Returns
     -------
-    values : list of float
+    values : list of lists
+        As ``columns``.
+    missing : int
+        Parameters missing any of ``keys`` or ``step_key``; when not 0,
+        nothing was incremented (initialise their state and call again).
+    steps : list of float or None
+        The new counts (None when ``missing``).
     common : float or None
-        The shared new value when all are equal (the usual case), else None.
+        The shared new count when all are equal.
     """
-    cdef Py_ssize_t k, n = PyList_GET_SIZE(params)
-    cdef list out = [None] * n
+    if not isinstance(state, dict):
+        raise TypeError(f"state must be a dict, got {type(state).__name__}")
+    cdef Py_ssize_t i, k, n = PyList_GET_SIZE(params), n_keys = len(keys), missing = 0
+    cdef list out = [[None] * n for i in range(n_keys)]
     cdef list dicts = [None] * n
+    cdef PyObject* d
+    cdef PyObject* v
+    cdef bint absent
+    for k in range(n):
+        d = PyDict_GetItemWithError(<dict> state, <object> PyList_GET_ITEM(params, k))
+        absent = d is NULL or not isinstance(<object> d, dict)
+        if not absent:
+            for i in range(n_keys):
+                v = PyDict_GetItemWithError(<dict> d, keys[i])
+                if v is NULL or <object> v is None:
+                    absent = True
+                else:
+                    (<list> out[i])[k] = <object> v
+            v = PyDict_GetItemWithError(<dict> d, step_key)
+            if v is NULL:
+                absent = True
+            elif not PyFloat_Check(<object> v):
+                float(<object> v)  # raises now, before anything changed, if not a number
+            dicts[k] = <object> d
+        if absent:
+            missing += 1
+    if missing:
+        return out, missing, None, None
+    steps, common = _increment_dicts(dicts, step_key)
+    return out, 0, steps, common
+
+
+cdef tuple _increment_dicts(list dicts, object key):
+    """Add 1 to ``d[key]`` in every (checked) dict; shared old floats give shared new ones."""
+    cdef Py_ssize_t k, n = PyList_GET_SIZE(dicts)
+    cdef list out = [None] * n
     cdef double v = 0.0, first = 0.0
     cdef bint same = True
     cdef PyObject* d
     cdef PyObject* old
     cdef object last_old = None   # a strong reference: its address stays its own
     cdef object value = None
-    if not isinstance(state, dict):
-        raise TypeError(f"state must be a dict, got {type(state).__name__}")
-    for k in range(n):
-        d = PyDict_GetItemWithError(<dict> state, <object> PyList_GET_ITEM(params, k))
-        if d is NULL:
-            raise KeyError(f"no state for parameter {k}; initialise it before incrementing '{key}'")
-        if not isinstance(<object> d, dict):
-            raise TypeError(f"state of parameter {k} must be a dict")
-        old = PyDict_GetItemWithError(<dict> d, key)
-        if old is NULL:
-            raise KeyError(f"state of parameter {k} has no '{key}'")
-        if not PyFloat_Check(<object> old):
-            float(<object> old)  # raises now, before anything changed, if not a number
-        dicts[k] = <object> d
     for k in range(n):
         d = PyList_GET_ITEM(dicts, k)
         old = PyDict_GetItemWithError(<dict> d, key)
@@ -459,6 +484,41 @@ def increment(object state, list params, object key):
         elif v != first:
             same = False
     return out, (first if same and n > 0 else None)
+
+
+def increment(object state, list params, object key):
+    """Add 1 to ``state[p][key]`` (a number) for every ``p``; return the new values.
+
+    Everything is checked first: a parameter without state or without
+    ``key`` raises KeyError and nothing is changed. Parameters that shared
+    one old float share the new one too, so the usual case (every count
+    equal) allocates one float per step. The new values are Python floats.
+
+    Returns
+    -------
+    values : list of float
+    common : float or None
+        The shared new value when all are equal (the usual case), else None.
+    """
+    cdef Py_ssize_t k, n = PyList_GET_SIZE(params)
+    cdef list dicts = [None] * n
+    cdef PyObject* d
+    cdef PyObject* old
+    if not isinstance(state, dict):
+        raise TypeError(f"state must be a dict, got {type(state).__name__}")
+    for k in range(n):
+        d = PyDict_GetItemWithError(<dict> state, <object> PyList_GET_ITEM(params, k))
+        if d is NULL:
+            raise KeyError(f"no state for parameter {k}; initialise it before incrementing '{key}'")
+        if not isinstance(<object> d, dict):
+            raise TypeError(f"state of parameter {k} must be a dict")
+        old = PyDict_GetItemWithError(<dict> d, key)
+        if old is NULL:
+            raise KeyError(f"state of parameter {k} has no '{key}'")
+        if not PyFloat_Check(<object> old):
+            float(<object> old)  # raises now, before anything changed, if not a number
+        dicts[k] = <object> d
+    return _increment_dicts(dicts, key)
 
 
 cdef inline bint _walkable(object x, bint written, int t0, Py_ssize_t size) noexcept:
@@ -486,7 +546,50 @@ cdef str _type_name(int t):
     return "float64" if t == cnp.NPY_DOUBLE else ("float32" if t == cnp.NPY_FLOAT else f"type {t}")
 
 
-def make_table(list streams):
+cdef class TableCache:
+    """The last table ``make_table`` built for one call site, to reuse it.
+
+    Reused when the streams hold the same parameter and state array objects
+    (held here) at the same addresses, and gradients (not held: only their
+    addresses are kept) at the same addresses: then every pointer, size and
+    merge is what it was, and the checks made then still hold.
+    """
+    cdef Py_ssize_t n_streams, n, total, n_chunks
+    cdef tuple objects        # per stream but the gradients: a tuple of the arrays
+    cdef object addresses     # intp array (n, n_streams): each array's data address
+    cdef object ptrs, chunks
+
+    def __cinit__(self):
+        self.n_streams = -1
+        self.n = -1
+
+
+cdef bint _table_valid(TableCache cache, list streams, Py_ssize_t n_streams, Py_ssize_t n):
+    cdef Py_ssize_t k, s
+    cdef object x
+    cdef tuple objs
+    cdef intptr_t* addr
+    if cache.n_streams != n_streams or cache.n != n:
+        return False
+    addr = <intptr_t*> cnp.PyArray_DATA(<cnp.ndarray> cache.addresses)
+    for s in range(n_streams):
+        stream = <list> streams[s]
+        if PyList_GET_SIZE(stream) != n:
+            return False
+        objs = <tuple> PyTuple_GET_ITEM(cache.objects, s)
+        for k in range(n):
+            x = <object> PyList_GET_ITEM(stream, k)
+            if s != 1:
+                if x is not <object> PyTuple_GET_ITEM(objs, k):
+                    return False
+            elif not cnp.PyArray_Check(x):
+                return False
+            if <intptr_t> cnp.PyArray_DATA(<cnp.ndarray> x) != addr[k * n_streams + s]:
+                return False
+    return True
+
+
+def make_table(list streams, TableCache cache=None):
     """Build (ptrs, chunks, n_threads) for a kernel over a batch's arrays.
 
     ``streams`` is a list of equally long lists of C-contiguous arrays of one
@@ -499,6 +602,11 @@ def make_table(list streams):
     but for the gradients), so a state array replaced by hand raises
     ValueError here instead of corrupting memory in the kernel.
 
+    With a ``cache`` (see TableCache, and ``Optimizer._table``), a call
+    over the same arrays as the cache's last one returns that table again
+    (treat ``ptrs`` and ``chunks`` as read-only), and any other call fills
+    the cache.
+
     Returns
     -------
     ptrs : ndarray of intp, shape (rows, len(streams))
@@ -510,6 +618,8 @@ def make_table(list streams):
     """
     cdef Py_ssize_t n_streams = PyList_GET_SIZE(streams)
     cdef Py_ssize_t n = PyList_GET_SIZE(<list> streams[0])
+    if cache is not None and _table_valid(cache, streams, n_streams, n):
+        return cache.ptrs, cache.chunks, _threads_for(cache.total, cache.n_chunks)
     cdef Py_ssize_t k, s, m = 0, size, total = 0, itemsize = 0, c, start, n_chunks = 0
     cdef cnp.ndarray a
     cdef bint adjacent
@@ -572,7 +682,28 @@ def make_table(list streams):
             c += 1
     if m < n:
         ptrs_arr = ptrs_arr[:m]
+    if cache is not None:
+        _table_fill(cache, streams, n_streams, n, ptrs_arr, chunks_arr, total, n_chunks)
     return ptrs_arr, chunks_arr, _threads_for(total, n_chunks)
+
+
+cdef void _table_fill(TableCache cache, list streams, Py_ssize_t n_streams, Py_ssize_t n,
+                      object ptrs, object chunks, Py_ssize_t total, Py_ssize_t n_chunks):
+    cdef Py_ssize_t k, s
+    addresses = np.empty((n, n_streams), dtype=np.intp)
+    cdef intptr_t* addr = <intptr_t*> cnp.PyArray_DATA(<cnp.ndarray> addresses)
+    for s in range(n_streams):
+        for k in range(n):
+            addr[k * n_streams + s] = <intptr_t> cnp.PyArray_DATA(
+                <cnp.ndarray> PyList_GET_ITEM(<list> streams[s], k))
+    cache.objects = tuple([() if s == 1 else tuple(<list> streams[s]) for s in range(n_streams)])
+    cache.addresses = addresses
+    cache.n_streams = n_streams
+    cache.n = n
+    cache.ptrs = ptrs
+    cache.chunks = chunks
+    cache.total = total
+    cache.n_chunks = n_chunks
 
 
 # ---------------------------------------------------------------- test helpers
