@@ -331,6 +331,7 @@ def run(optimizers=None, cases=None, threads=None, repeat=7, min_time=0.1, peers
     result = {"meta": _meta(repeat, min_time), "results": [], "skipped": []}
     saved = (nopt.get_num_threads(), _get_torch_threads())
     log(_header())
+    blas = _quiet_blas()
     try:
         for name in optimizers:
             if not _has(nopt, name):
@@ -352,10 +353,22 @@ def run(optimizers=None, cases=None, threads=None, repeat=7, min_time=0.1, peers
         nopt.set_num_threads(saved[0])
         if saved[1] is not None:
             _set_threads_torch(saved[1])
+        if blas is not None:
+            blas.restore_original_limits()
     result["scaling"] = _scaling(result["results"])
     for line in _scaling_lines(result["scaling"]):
         log(line)
     return result
+
+
+def _quiet_blas():
+    """Limit NumPy's BLAS to one thread while timing (no peer uses BLAS, but
+    OpenBLAS's idle worker threads can spin and take a core from the peers)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return None
+    return threadpool_limits(1, user_api="blas")
 
 
 def _set_threads_torch(n):
