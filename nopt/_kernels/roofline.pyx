@@ -21,6 +21,9 @@ cdef extern from *:
     """
     #include <stddef.h>
     #include "_compat.h"
+    #if defined(_MSC_VER) && !defined(restrict)
+    #define restrict __restrict
+    #endif
     #define NOPT_MAX_STREAMS 5
     #define NOPT_R(R, k) if (R > k) s += p##k[j];
     #define NOPT_W(W, k) if (W > k) p##k[j] = s * a + b;
