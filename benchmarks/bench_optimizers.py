@@ -141,7 +141,13 @@ class LargeStep(_Threads):
         except ImportError:
             raise NotImplementedError("no roofline kernel in this nopt") from None
         n_read, n_write = _STREAMS.get(self.name, (4, 3))
-        streams = [[np.ones(self.SIZE, np.float32)] for _ in range(n_read)]
+        try:  # staggered page offsets: no 4K aliasing between the streams
+            from nopt.optimizer import _aligned_zeros
+        except ImportError:
+            _aligned_zeros = np.zeros
+        streams = [[_aligned_zeros(self.SIZE, np.float32)] for _ in range(n_read)]
+        for (a,) in streams:
+            a.fill(1)
 
         def roof():
             ptrs, chunks, n_threads = _plan.make_table(streams)

@@ -7,10 +7,13 @@ as the median time per step. Peers:
 ``nopt``
     The nopt optimizer (flat storage for ``-flat`` cases).
 ``roofline``
-    :func:`nopt._kernels.roofline.stream` over the same work table (same
-    arrays, same threads, same schedule): it reads and writes the same
-    streams as the update with trivial arithmetic, so its time is the update's
-    floor when memory is the limit. ``% roof`` = roofline time / nopt time.
+    :func:`nopt._kernels.roofline.stream` over a work table of the same
+    layout (one buffer per stream for ``-flat`` cases, else one array per
+    array and stream; same threads, same schedule), in buffers at staggered
+    page offsets (no 4K aliasing between streams): it reads and writes the
+    same streams as the update with trivial arithmetic, so its time is the
+    update's floor when memory is the limit. ``% roof`` = roofline time /
+    nopt time.
 ``numpy``
     The same rule in plain NumPy (:mod:`nopt._bench_numpy`).
 ``torch-loop`` / ``torch-foreach`` / ``torch-fused``
@@ -162,13 +165,20 @@ def _roofline_peer(spec, case):
     from .optimizer import _aligned_zeros
 
     n = case.n_elements
+    # Buffers at staggered page offsets (_aligned_zeros): no 4K aliasing
+    # between streams, the best layout memory allows.
     if case.flat:
         buffers = [_aligned_zeros(n, case.dtype) for _ in range(spec.n_read)]
         for b in buffers:
             b.fill(1)  # touch every page: untouched zero pages read as fast as a cache
         streams = [[b[k * case.size:(k + 1) * case.size] for k in range(case.n_arrays)] for b in buffers]
     else:
-        streams = [[np.ones(case.size, case.dtype) for _ in range(case.n_arrays)] for _ in range(spec.n_read)]
+        # Separate arrays, one allocation each, like the nopt peer's.
+        streams = [[_aligned_zeros(case.size, case.dtype) for _ in range(case.n_arrays)]
+                    for _ in range(spec.n_read)]
+        for s in streams:
+            for a in s:
+                a.fill(1)  # (touch every page)
     is_double = case.dtype == np.float64
 
     def step():
