@@ -3,7 +3,15 @@
 nopt's kernels use OpenMP's thread count, so ``OMP_NUM_THREADS`` and
 threadpoolctl's ``threadpool_limits(..., user_api="openmp")`` apply to them,
 and ``set_num_threads`` is seen by other OpenMP code of the calling thread
-too. Work under ``SERIAL_BELOW`` elements per step always runs on one thread.
+too. Like OpenMP's own setting it is per calling thread: a step run from
+another Python thread uses that thread's count (``OMP_NUM_THREADS`` or the
+core count unless set there).
+
+A step uses one thread, and opens no OpenMP team at all, when it has fewer
+than ``SERIAL_BELOW`` (65536) elements, and when it is called from inside an
+active OpenMP parallel region: kernels never nest teams. Otherwise it uses
+at most one thread per 32768-element task. Results are bitwise identical
+for every thread count (the updates are elementwise).
 """
 import contextlib
 

@@ -6,6 +6,7 @@ Subclasses hold one update rule each. A subclass's ``step`` calls
 parameters of one dtype).
 """
 import functools
+import itertools
 import math
 import numbers
 import warnings
@@ -81,20 +82,24 @@ def register_optimizer_step_post_hook(hook):
 def _with_step_hooks(step):
     @functools.wraps(step)
     def wrapper(self, *args, **kwargs):
-        for hook in chain(_global_step_pre_hooks.values(), self._optimizer_step_pre_hooks.values()):
-            result = hook(self, args, kwargs)
-            if result is not None:
-                if isinstance(result, tuple) and len(result) == 2:
-                    args, kwargs = result
-                else:
-                    raise RuntimeError(
-                        f"{hook} must return None or a tuple of (new_args, new_kwargs), "
-                        f"but got {result}."
-                    )
+        # Skip building chains when no hook is registered: this wrapper runs
+        # on every step, and a small model's step is a few microseconds.
+        if _global_step_pre_hooks or self._optimizer_step_pre_hooks:
+            for hook in chain(_global_step_pre_hooks.values(), self._optimizer_step_pre_hooks.values()):
+                result = hook(self, args, kwargs)
+                if result is not None:
+                    if isinstance(result, tuple) and len(result) == 2:
+                        args, kwargs = result
+                    else:
+                        raise RuntimeError(
+                            f"{hook} must return None or a tuple of (new_args, new_kwargs), "
+                            f"but got {result}."
+                        )
         out = step(self, *args, **kwargs)
         self._opt_called = True
-        for hook in chain(self._optimizer_step_post_hooks.values(), _global_step_post_hooks.values()):
-            hook(self, args, kwargs)
+        if self._optimizer_step_post_hooks or _global_step_post_hooks:
+            for hook in chain(self._optimizer_step_post_hooks.values(), _global_step_post_hooks.values()):
+                hook(self, args, kwargs)
         return out
 
     wrapper._nopt_hooked = True
@@ -277,42 +282,108 @@ class Optimizer:
 
         Everything is checked before the caller changes anything, so a bad
         parameter or gradient leaves the optimizer and the parameters as they
-        were. A group with float32 and float64 parameters gives two batches.
+        were; errors name ``param_groups[i]['params'][j]``. Parameters without
+        a gradient are left out. A group with float32 and float64 parameters
+        gives two batches (float32 first).
+
+        Returns
+        -------
+        list of _Batch
+            ``.group`` (the group dict), ``.group_index``, ``.params``,
+            ``.grads``, ``.indices`` (positions in the group: a sequence,
+            a ``range`` when every parameter has a gradient) and
+            ``.is_double``, the kernel's dtype switch.
         """
         batches = []
+        caches = self.__dict__.get("_gather_caches")
+        if caches is None or len(caches) != len(self.param_groups):
+            # One cache per group (see _plan.GatherCache): a step whose
+            # parameters and gradient objects are those of the last step is
+            # revalidated by identity instead of checked from scratch.
+            caches = self._gather_caches = [_plan.GatherCache() for _ in self.param_groups]
         for gi, group in enumerate(self.param_groups):
-            params, grads, indices = [], [], []
-            for pi, p in enumerate(group["params"]):
-                g = p.grad if isinstance(p, Parameter) else getattr(p, "grad", None)
-                if g is not None:
-                    params.append(p)
-                    grads.append(g)
-                    indices.append(pi)
-            if not params:
-                continue
-            common = _plan.check_group(params, grads, gi, indices)
-            if common >= 0:
-                batches.append(_Batch(group, gi, params, grads, indices, params[0].dtype == np.float64))
-                continue
-            for is_double in (False, True):
-                keep = [k for k, p in enumerate(params) if (p.dtype == np.float64) == is_double]
-                batches.append(_Batch(
-                    group, gi, [params[k] for k in keep], [grads[k] for k in keep],
-                    [indices[k] for k in keep], is_double,
-                ))
+            params = group["params"]
+            if type(params) is not list:
+                params = list(params)
+            for batch_params, grads, indices, is_double in _plan.gather(params, gi, caches[gi]):
+                batches.append(_Batch(group, gi, batch_params, grads, indices, is_double))
         return batches
+
+    def _table(self, streams, tag=None):
+        """``_plan.make_table(streams)``, reusing last step's table when the arrays are the same.
+
+        Call this from ``step`` instead of ``_plan.make_table`` directly. The
+        cache is per call site: ``tag`` (any hashable, e.g. the group index
+        and a flag) plus the first parameter and the stream and array counts.
+        A reused table skips re-reading every array's size and flags, which
+        is most of a many-array step's set-up.
+        """
+        caches = self.__dict__.get("_table_caches")
+        if caches is None or caches.get("state") is not self.state:
+            # New or reloaded state: drop tables that hold the old arrays.
+            caches = self._table_caches = {"state": self.state}
+        first = streams[0][0] if streams and streams[0] else None
+        key = (tag, id(first), len(streams), len(streams[0]) if streams else 0)
+        cache = caches.get(key)
+        if cache is None:
+            if len(caches) > 256:
+                caches = self._table_caches = {"state": self.state}
+            cache = caches[key] = _plan.TableCache()
+        return _plan.make_table(streams, cache)
+
+    def _state_column(self, params, key):
+        """``[self.state[p].get(key) for p in params]`` (None where missing), and the missing count.
+
+        Reads without adding entries to ``self.state``. One C loop, for the
+        per-step gathering of state arrays.
+        """
+        return _plan.column(self.state, params, key)
+
+    def _state_columns(self, params, keys):
+        """:meth:`_state_column` for several keys: ``([column, ...], n_missing_any)``."""
+        return _plan.columns(self.state, params, tuple(keys))
+
+    def _state_step(self, params, keys, step_key="step"):
+        """Gather state arrays and count a step, touching each state dict once.
+
+        Returns
+        -------
+        columns : list of lists
+            ``columns[i][k] = self.state[params[k]][keys[i]]`` (None if missing).
+        missing : int
+            Parameters missing any of ``keys`` or ``step_key``. When not 0,
+            nothing was changed: initialise their state, then call again.
+        steps : list of float or None
+            The incremented counts, in order (None when ``missing``).
+        common : float or None
+            The shared count when all are equal (the usual case), else None.
+        """
+        return _plan.columns_and_increment(self.state, params, tuple(keys), step_key)
+
+    def _increment_state(self, params, key="step"):
+        """Add 1 to the float ``self.state[p][key]`` of every parameter.
+
+        Returns
+        -------
+        values : list of float
+            The new values, in order (for :meth:`_split_by`).
+        common : float or None
+            The shared new value when all are equal, else None.
+        """
+        return _plan.increment(self.state, params, key)
 
     @staticmethod
     def _flat_zeros(params):
         """Zero arrays shaped like ``params``, as views into one buffer.
 
         Keeping a group's state contiguous lets the kernels merge its arrays
-        into one loop when the parameters are flat too.
+        into one loop when the parameters are flat too. The buffer starts on
+        a 64-byte boundary, like :class:`nopt.ParameterBuffer`'s, at a page
+        offset that differs from other buffers' (see ``_aligned_zeros``).
         """
         if not params:
             return []
-        dtype = params[0].dtype
-        buffer = np.zeros(sum(p.size for p in params), dtype=dtype)
+        buffer = _aligned_zeros(sum(p.size for p in params), params[0].dtype)
         out, offset = [], 0
         for p in params:
             out.append(buffer[offset:offset + p.size].reshape(p.shape))
@@ -321,9 +392,16 @@ class Optimizer:
 
     @staticmethod
     def _split_by(params, values):
-        """Group ``params`` by ``values`` (e.g. their step counts), keeping order."""
-        if all(v == values[0] for v in values):
-            return [(values[0], list(range(len(params))))]
+        """Group ``params`` by ``values`` (e.g. their step counts), keeping order.
+
+        Returns
+        -------
+        list of (value, indices)
+            One entry (all indices) in the usual case where all values agree.
+        """
+        first = values[0] if values else None
+        if all(v == first for v in values):
+            return [(first, list(range(len(params))))]
         parts = {}
         for k, v in enumerate(values):
             parts.setdefault(v, []).append(k)
@@ -555,6 +633,32 @@ class Optimizer:
                     text += f"    {key}: {group[key]}\n"
         text += ")"
         return text
+
+
+_ALIGN = 64
+# Start offsets (mod 4096 bytes) for successive flat buffers. Large NumPy
+# arrays all start at the same offset within a page (16 bytes with glibc),
+# and a loop that streams several arrays whose elements share their low 12
+# address bits suffers "4K aliasing" (loads wait on unrelated stores): about
+# 25% of a memory-bound step here. Staggering the buffers nopt allocates
+# (optimizer state, ParameterBuffer data and grads) avoids it among them and
+# against ordinary arrays.
+_STAGGER = (1024, 2048, 3072, 512, 1536, 2560, 3584)
+_stagger_next = itertools.count()
+
+
+def _aligned_zeros(n, dtype):
+    """A zeroed 1-D array of ``n`` elements, 64-byte aligned, at a staggered page offset."""
+    dtype = np.dtype(dtype)
+    nbytes = n * dtype.itemsize
+    if nbytes < 4096:
+        raw = np.zeros(nbytes + _ALIGN, dtype=np.uint8)
+        start = (-raw.ctypes.data) % _ALIGN
+    else:
+        raw = np.zeros(nbytes + 4096, dtype=np.uint8)
+        offset = _STAGGER[next(_stagger_next) % len(_STAGGER)]
+        start = (offset - raw.ctypes.data) % 4096
+    return raw[start:start + nbytes].view(dtype)
 
 
 def _check_plain(value, where, dtype):

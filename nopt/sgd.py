@@ -1,5 +1,4 @@
 """Stochastic gradient descent, with momentum and Nesterov momentum."""
-from ._kernels import _plan
 from ._kernels.sgd import sgd as _sgd_kernel
 from .optimizer import Optimizer, required
 
@@ -70,30 +69,30 @@ class SGD(Optimizer):
             loss = closure()
         for batch in self._batches():
             group = batch.group
-            momentum = group["momentum"]
-            if momentum == 0:
+            if group["momentum"] == 0:
                 self._run(batch, [batch.params, batch.grads], first=False)
+                continue
+            bufs, missing = self._state_column(batch.params, "momentum_buffer")
+            if not missing:
+                self._run(batch, [batch.params, batch.grads, bufs], first=False)
                 continue
             # Fresh buffers take the gradient itself (torch clones it), so
             # parameters with and without a buffer go in separate calls.
-            states = [self.state[p] for p in batch.params]
-            has = [s.get("momentum_buffer") is not None for s in states]
             for first in (False, True):
-                keep = [k for k, h in enumerate(has) if h != first]
+                keep = [k for k, b in enumerate(bufs) if (b is None) == first]
                 if not keep:
                     continue
                 params = [batch.params[k] for k in keep]
                 if first:
                     for p, buf in zip(params, self._flat_zeros(params)):
                         self.state[p]["momentum_buffer"] = buf
-                bufs = [self.state[p]["momentum_buffer"] for p in params]
-                self._run(batch, [params, [batch.grads[k] for k in keep], bufs], first=first)
+                part = [self.state[p]["momentum_buffer"] for p in params]
+                self._run(batch, [params, [batch.grads[k] for k in keep], part], first=first)
         return loss
 
-    @staticmethod
-    def _run(batch, streams, first):
+    def _run(self, batch, streams, first):
         group = batch.group
-        ptrs, chunks, n_threads = _plan.make_table(streams)
+        ptrs, chunks, n_threads = self._table(streams, tag=(batch.group_index, first))
         _sgd_kernel(ptrs, chunks, batch.is_double, n_threads, group["lr"], group["momentum"],
                     group["dampening"], group["weight_decay"], group["nesterov"],
                     group["maximize"], first)

@@ -19,8 +19,18 @@ cdef extern from "_compat.h" nogil:
     int omp_get_max_threads()
     void omp_set_num_threads(int n)
     int omp_in_parallel()
+    int omp_get_thread_num()
+    int omp_get_num_threads()
     unsigned long long nopt_ftz_enter()
     void nopt_ftz_exit(unsigned long long old)
+    unsigned long long nopt_fp_mode()
+    void nopt_set_fp_mode(unsigned long long mode)
+    # Return type of a per-chunk kernel function compiled for several ISAs
+    # and picked at load time (see _compat.h):
+    #     cdef nopt_dispatched _task(...) noexcept nogil
+    ctypedef void nopt_dispatched "NOPT_TARGET_CLONES void"
+    int NOPT_HAVE_CLONES
+    const char* nopt_simd_level()
 
 cdef extern from "math.h" nogil:
     float sqrtf(float x)

@@ -1,0 +1,1 @@
+"""asv benchmarks for nopt (see asv.conf.json; bench_optimizers.py)."""
