@@ -34,6 +34,8 @@ def get_config():
         "openmp_note": build.get("openmp_note", ""),
         "num_threads": get_num_threads(),
         "flush_to_zero": bool(_plan.HAVE_FTZ),
+        "simd_level": _plan.SIMD_LEVEL,
+        "simd_dispatch": bool(_plan.HAVE_SIMD_DISPATCH),
         "compiler": build.get("compiler", "unknown"),
         "compile_flags": build.get("compile_flags", []),
         "link_flags": build.get("link_flags", []),
@@ -54,6 +56,8 @@ def show_config(file=None):
         "  openmp:       " + ("on" if config["openmp"] else f"off ({config['openmp_note'] or 'serial build'})"),
         f"  threads:      {config['num_threads']} (default for large steps)",
         f"  flush-to-zero in kernels: {'on' if config['flush_to_zero'] else 'unavailable on this CPU'}",
+        f"  SIMD:         {config['simd_level']} "
+        + ("(chosen at load time from per-ISA kernel copies)" if config["simd_dispatch"] else "(one build)"),
         f"  compiler:     {config['compiler']}",
         f"  compile flags: {' '.join(config['compile_flags'])}",
         f"  link flags:   {' '.join(config['link_flags'])}",

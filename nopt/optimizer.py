@@ -236,10 +236,11 @@ class Optimizer:
 
         ids = [id(p) for p in params]
         if len(ids) != len(set(ids)):
-            warnings.warn(
+            # torch only warns ("in future, this will cause an error"); nopt's
+            # kernels update a group's arrays in parallel, so a repeat would race.
+            raise ValueError(
                 "optimizer contains a parameter group with duplicate parameters; "
-                "in future, this will cause an error",
-                stacklevel=3,
+                "list each parameter once"
             )
 
         existing = set()
@@ -253,6 +254,7 @@ class Optimizer:
                 )
         if not existing.isdisjoint(ids):
             raise ValueError("some parameters appear in more than one parameter group")
+        _check_no_shared_memory(self.param_groups + [param_group])
 
         self.param_groups.append(param_group)
 
@@ -659,6 +661,23 @@ def _aligned_zeros(n, dtype):
         offset = _STAGGER[next(_stagger_next) % len(_STAGGER)]
         start = (offset - raw.ctypes.data) % 4096
     return raw[start:start + nbytes].view(dtype)
+
+
+def _check_no_shared_memory(groups):
+    """Raise if two distinct parameters overlap in memory (one update would clobber the other)."""
+    spans = []
+    for gi, group in enumerate(groups):
+        for pi, p in enumerate(group["params"]):
+            if p.nbytes:
+                start = p.__array_interface__["data"][0]
+                spans.append((start, start + p.nbytes, gi, pi))
+    spans.sort()
+    for (s0, e0, g0, p0), (s1, e1, g1, p1) in zip(spans, spans[1:]):
+        if s1 < e0:
+            raise ValueError(
+                f"param_groups[{g0}]['params'][{p0}] and param_groups[{g1}]['params'][{p1}] "
+                "share memory; each parameter must have memory of its own"
+            )
 
 
 def _check_plain(value, where, dtype):

@@ -72,8 +72,15 @@ def test_add_param_group_errors():
     with pytest.raises(ValueError, match="more than one parameter group"):
         opt.add_param_group({"params": [b, a]})
     assert len(opt.param_groups) == 1
-    with pytest.warns(UserWarning, match="duplicate parameters"):
+    with pytest.raises(ValueError, match="duplicate parameters"):
         opt.add_param_group({"params": [b, b]})
+    x = np.zeros(6)
+    with pytest.raises(ValueError, match=r"share memory"):
+        nopt.SGD([Parameter(x[:4]), Parameter(x[3:])], lr=0.1)
+    with pytest.raises(ValueError, match=r"param_groups\[0\]\['params'\]\[0\] and param_groups\[1\]"):
+        nopt.SGD([{"params": [Parameter(x)]}, {"params": [Parameter(x)]}], lr=0.1)
+    nopt.SGD([Parameter(x[:3]), Parameter(x[3:])], lr=0.1)  # adjacent is fine
+    opt.add_param_group({"params": [b]})
     opt.add_param_group({"params": c, "lr": 0.01})
     assert opt.param_groups[-1]["params"] == [c] and opt.param_groups[-1]["momentum"] == 0
 

@@ -76,13 +76,10 @@ cdef inline floating fmin_(floating x, floating y) noexcept nogil:
 
 
 # NaN-propagating max/min, as torch.maximum / torch.minimum.
+# One select each (no early return), so loops using them still vectorise.
 cdef inline floating max_nan(floating x, floating y) noexcept nogil:
-    if x != x:
-        return x
-    return x if x > y else y
+    return x if (x > y) | (x != x) else y
 
 
 cdef inline floating min_nan(floating x, floating y) noexcept nogil:
-    if x != x:
-        return x
-    return x if x < y else y
+    return x if (x < y) | (x != x) else y

@@ -12,13 +12,7 @@
 from cython.parallel cimport parallel, prange
 from libc.stdint cimport intptr_t
 
-from ._common cimport floating, fabs_, nopt_ftz_enter, nopt_ftz_exit
-
-
-# NaN-propagating max (torch.maximum), as one select: _common's max_nan has an
-# early return that keeps gcc from vectorising this loop.
-cdef inline floating _max_nan(floating x, floating y) noexcept nogil:
-    return x if (x > y) | (x != x) else y
+from ._common cimport floating, fabs_, nopt_ftz_enter, nopt_ftz_exit, max_nan
 
 
 cdef inline void _adamax_range(
@@ -44,7 +38,7 @@ cdef inline void _adamax_range(
         else:
             m = g + w_minus_1 * (g - m)
         exp_avg[j] = m
-        u = _max_nan(exp_inf[j] * beta2, fabs_(g) + eps)
+        u = max_nan(exp_inf[j] * beta2, fabs_(g) + eps)
         exp_inf[j] = u
         param[j] = p + neg_clr * m / u
 
