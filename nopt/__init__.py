@@ -1,28 +1,36 @@
 """nopt: torch.optim's API over NumPy arrays, with typed Cython/OpenMP kernels."""
 __version__ = "0.1.0"
 
+from . import lr_scheduler, swa_utils, utils
 from ._config import get_config, show_config
 from ._parameter import Parameter
 from ._threads import get_num_threads, num_threads, set_num_threads
+from .adadelta import Adadelta
+from .adagrad import Adagrad
+from .adam import Adam, AdamW
+from .adamax import Adamax
+from .asgd import ASGD
+from .finite import ApplyIfFinite, grads_are_finite
+from .flat import ParameterBuffer, flat_parameters
+from .nadam import NAdam
 from .optimizer import (
     Optimizer,
     register_optimizer_step_post_hook,
     register_optimizer_step_pre_hook,
     required,
 )
+from .radam import RAdam
+from .rmsprop import RMSprop
+from .rprop import Rprop
 from .serialization import CheckpointError, load, save
 from .sgd import SGD
+from .sparse_adam import SparseAdam
 
-# Names whose modules are added issue by issue; resolved on first access.
+# These need scipy.optimize (a third of a second to import): loaded on first use.
 _LAZY = {
-    "Adam": "adam", "AdamW": "adam", "Adamax": "adamax", "NAdam": "nadam", "RAdam": "radam",
-    "SparseAdam": "sparse_adam", "Adagrad": "adagrad", "Adadelta": "adadelta",
-    "RMSprop": "rmsprop", "Rprop": "rprop", "ASGD": "asgd",
     "LBFGS": "lbfgs", "CG": "cg", "minimize": "_minimize", "scipy_method": "_minimize",
-    "ParameterBuffer": "flat", "flat_parameters": "flat",
-    "ApplyIfFinite": "finite", "grads_are_finite": "finite",
 }
-_SUBMODULES = ("lr_scheduler", "swa_utils", "utils", "bench", "demo")
+_LAZY_MODULES = ("bench", "demo", "models")
 
 
 def __getattr__(name):
@@ -30,7 +38,7 @@ def __getattr__(name):
 
     if name in _LAZY:
         value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    elif name in _SUBMODULES:
+    elif name in _LAZY_MODULES:
         value = importlib.import_module(f".{name}", __name__)
     else:
         raise AttributeError(f"module 'nopt' has no attribute {name!r}")
@@ -38,20 +46,23 @@ def __getattr__(name):
     return value
 
 
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY) | set(_LAZY_MODULES))
+
+
 __all__ = [
     "__version__",
-    "Parameter",
-    "Optimizer",
-    "required",
-    "register_optimizer_step_pre_hook",
-    "register_optimizer_step_post_hook",
-    "SGD",
-    "save",
-    "load",
-    "CheckpointError",
-    "get_num_threads",
-    "set_num_threads",
-    "num_threads",
-    "show_config",
-    "get_config",
+    # core
+    "Parameter", "Optimizer", "required",
+    "register_optimizer_step_pre_hook", "register_optimizer_step_post_hook",
+    # update rules
+    "SGD", "Adam", "AdamW", "Adamax", "NAdam", "RAdam", "SparseAdam",
+    "Adagrad", "Adadelta", "RMSprop", "Rprop", "ASGD",
+    # closures and scipy-style minimisation
+    "LBFGS", "CG", "minimize", "scipy_method",
+    # schedules, averaging, gradient utilities
+    "lr_scheduler", "swa_utils", "utils", "ApplyIfFinite", "grads_are_finite",
+    # storage, checkpoints, threads, config
+    "ParameterBuffer", "flat_parameters", "save", "load", "CheckpointError",
+    "get_num_threads", "set_num_threads", "num_threads", "show_config", "get_config",
 ]

@@ -12,11 +12,8 @@ import nopt
 BIG = 16 * 1024 * 1024
 
 
-def _adam_or_sgd():
-    try:
-        return nopt.Adam, {"lr": 1e-3}
-    except (AttributeError, ImportError):  # before the Adam family lands
-        return nopt.SGD, {"lr": 1e-3, "momentum": 0.9}
+def _adam():
+    return nopt.Adam, {"lr": 1e-3}
 
 
 def test_kernel_releases_the_gil():
@@ -52,7 +49,7 @@ def test_two_optimizers_in_two_threads_match_sequential():
     def make(seed):
         rng = np.random.default_rng(seed)
         params = [nopt.Parameter(rng.standard_normal(s).astype(np.float32)) for s in [(200_000,), (3, 7)]]
-        cls, kwargs = _adam_or_sgd()
+        cls, kwargs = _adam()
         return params, cls(params, **kwargs), rng
 
     def run(params, opt, rng):
@@ -76,7 +73,7 @@ def test_two_optimizers_in_two_threads_match_sequential():
 
 
 def test_no_memory_growth_over_many_small_steps():
-    cls, kwargs = _adam_or_sgd()
+    cls, kwargs = _adam()
     params = [nopt.Parameter(np.zeros(s)) for s in [(10, 5), (5,)]]
     opt = cls(params, **kwargs)
     grads = [np.full(p.shape, 0.01) for p in params]
@@ -101,7 +98,7 @@ def test_no_memory_growth_over_many_small_steps():
 
 
 def test_large_step_allocates_no_full_size_temporaries():
-    cls, kwargs = _adam_or_sgd()
+    cls, kwargs = _adam()
     p = nopt.Parameter(np.zeros(BIG, dtype=np.float32))
     p.grad = np.ones(BIG, dtype=np.float32)
     opt = cls([p], **kwargs)
@@ -122,7 +119,7 @@ def test_large_step_allocates_no_full_size_temporaries():
 
 def test_no_rss_growth_over_200_large_steps():
     psutil = pytest.importorskip("psutil")
-    cls, kwargs = _adam_or_sgd()
+    cls, kwargs = _adam()
     p = nopt.Parameter(np.zeros(BIG, dtype=np.float32))
     p.grad = np.full(BIG, 1e-3, dtype=np.float32)
     opt = cls([p], **kwargs)
