@@ -331,3 +331,14 @@ def test_no_warning_in_plain_use():
         warnings.simplefilter("error")
         set_grads(params)
         opt.step()
+
+
+def test_sparse_gradient_on_a_dense_optimizer_points_to_sparse_adam():
+    import scipy.sparse as sp
+
+    p = Parameter(np.zeros((2, 3)))
+    opt = nopt.Adam([p], lr=0.1)
+    p.grad = sp.coo_array(([1.0], ([0], [1])), shape=(2, 3))
+    with pytest.raises(TypeError, match=r"param_groups\[0\]\['params'\]\[0\].*consider SparseAdam"):
+        opt.step()
+    assert not p.any() and not opt.state

@@ -131,6 +131,10 @@ cdef int _check_pair(object praw, object graw, Py_ssize_t gi, Py_ssize_t pi) exc
     cdef int t = _check_param(praw, gi, pi), gflags
     cdef cnp.ndarray p = <cnp.ndarray> praw, g
     if not cnp.PyArray_Check(graw):
+        if type(graw).__module__.startswith("scipy.sparse"):
+            raise TypeError(
+                f"the grad of {_where(gi, pi)} is a scipy.sparse {type(graw).__name__}: this "
+                "optimizer does not support sparse gradients, please consider SparseAdam instead")
         raise TypeError(
             f"the grad of {_where(gi, pi)} must be a numpy.ndarray of "
             f"dtype {praw.dtype} and shape {praw.shape}, got {_describe(graw)}")
