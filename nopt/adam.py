@@ -1,8 +1,13 @@
 """Adam and AdamW, with AMSGrad, maximize and coupled or decoupled weight decay.
 
 This module also holds the helpers the other Adam-family optimizers
-(Adamax, NAdam, RAdam) share: hyperparameter validation and the checked,
-lazy creation of per-parameter state.
+(Adamax, NAdam, RAdam) share: hyperparameter validation, the checked, lazy
+creation of per-parameter state, and undoing a step whose planning failed.
+
+A step of any of them plans every batch first (``Optimizer._state_step``
+gathers the state and counts the step in one pass; the scalars are computed
+in Python; ``Optimizer._table`` reuses last step's work table) and only then
+runs the kernels, so an error leaves everything as it was.
 """
 import numbers
 
@@ -58,66 +63,51 @@ def _validate(lr, betas, eps, weight_decay, **extra):
     return betas
 
 
-class _Undo:
-    """What a step changed while planning, to put back if planning fails.
+def _revert(state, undo):
+    """Undo what planning a step changed, when planning fails part-way.
 
-    A step plans every batch (counts steps, creates fresh state, computes the
-    scalars, builds the tables: anything that can raise) before any kernel
-    runs. Counting steps changes the state, so a failure part-way through
-    (a later group's bad state or hyperparameters) undoes it: counts go back
-    down by one (exact for whole counts, the only ones torch and nopt store;
-    the restored count is a float) and fresh states are removed again.
+    A step plans every batch (counts the steps, creates fresh state,
+    computes the scalars, builds the tables: everything that can raise)
+    before any kernel runs. ``undo`` lists what was changed, in order: a list
+    of parameters whose step was counted, or a ``(parameter, before)`` pair
+    for a state created from nothing (``before``: its empty dict, or None).
+    Counts go back down by one (exact for whole counts, the only ones torch
+    and nopt store; the restored count is a float) and fresh states are
+    removed again, so a failed step changes nothing.
     """
-
-    __slots__ = ("counted", "created")
-
-    def __init__(self):
-        self.counted = []   # lists of parameters whose step was counted
-        self.created = []   # (parameter, its empty state dict before, or None)
-
-    def revert(self, state):
-        for params in self.counted:
-            for p in params:
-                d = state[p]
-                d["step"] = d["step"] - 1.0
-        for p, before in reversed(self.created):
+    for entry in reversed(undo):
+        if type(entry) is tuple:
+            p, before = entry
             if before is None:
                 state.pop(p, None)
             else:
                 before.clear()
+        else:
+            for p in entry:
+                d = state[p]
+                d["step"] = d["step"] - 1.0
 
 
-def _count_step(optimizer, batch, keys, arrays, fresh, undo):
-    """Gather a batch's state columns and count its step, creating fresh state first.
+def _init_state(optimizer, batch, keys, arrays, fresh, undo):
+    """Create a batch's missing state, then gather and count as ``_state_step``.
 
-    ``keys`` are the state entries to gather (``optimizer._state_step``);
-    ``arrays`` those of them that are elementwise arrays (flat zeros when
-    fresh) and ``fresh`` the other entries of a new state (``step`` first).
-    A parameter with a non-empty state that lacks any of them raises (before
-    this batch changes anything), naming it.
+    Called when ``optimizer._state_step(batch.params, keys)`` reported
+    missing entries (and so changed nothing). Every non-empty state of the
+    batch is checked first: one without all of ``fresh`` and ``arrays`` raises
+    (naming the parameter) before anything changes. Then each empty state is
+    filled, as torch's lazy initialisation does: ``fresh`` (``step`` first,
+    other scalars) and a flat zero array per key of ``arrays``.
 
     Returns
     -------
     columns, steps, common
         As ``Optimizer._state_step``, with nothing missing.
     """
-    params = batch.params
-    columns, missing, steps, common = optimizer._state_step(params, keys)
-    if missing:
-        _create_state(optimizer, batch, arrays, fresh, undo)
-        columns, missing, steps, common = optimizer._state_step(params, keys)
-        if missing:  # (cannot happen: every state is now complete)
-            raise RuntimeError("optimizer state could not be initialised")
-    undo.counted.append(params)
-    return columns, steps, common
-
-
-def _create_state(optimizer, batch, arrays, fresh, undo):
-    """Check a batch's existing states, then create the empty ones (as torch, lazily)."""
     state = optimizer.state
+    params = batch.params
     wanted = tuple(fresh) + tuple(arrays)
     new = []
-    for k, p in enumerate(batch.params):
+    for k, p in enumerate(params):
         s = state.get(p)
         if not s:
             new.append(p)
@@ -136,17 +126,19 @@ def _create_state(optimizer, batch, arrays, fresh, undo):
         for key, column in zip(arrays, zeros):
             entry[key] = column[i]
         before = state.get(p)
-        undo.created.append((p, before))
+        undo.append((p, before))
         if before is None:
             state[p] = entry
         else:
             before.update(entry)
+    columns, missing, steps, common = optimizer._state_step(params, keys)
+    if missing:  # (cannot happen: every state is now complete)
+        raise RuntimeError("optimizer state could not be initialised")
+    return columns, steps, common
 
 
-def _parts(batch, columns, steps, common):
-    """``(step, params, grads, columns)`` per step count: one part in the usual case."""
-    if common is not None:
-        return [(common, batch.params, batch.grads, columns)]
+def _split(batch, columns, steps):
+    """``(step, params, grads, columns)`` per distinct step count, in order."""
     params, grads = batch.params, batch.grads
     out = []
     for step, part in Optimizer._split_by(params, steps):
@@ -237,12 +229,12 @@ class Adam(Optimizer):
         if closure is not None:
             loss = closure()
         calls = []
-        undo = _Undo()
+        undo = []
         try:
             for batch in self._batches():
                 self._plan(batch, calls, undo)
         except BaseException:
-            undo.revert(self.state)
+            _revert(self.state, undo)
             raise
         for args in calls:
             _adam_kernel(*args)
@@ -253,13 +245,20 @@ class Adam(Optimizer):
         group = batch.group
         amsgrad = group["amsgrad"]
         keys = _KEYS_AMSGRAD if amsgrad else _KEYS
-        columns, steps, common = _count_step(self, batch, keys, keys, _FRESH, undo)
+        columns, missing, steps, common = self._state_step(batch.params, keys)
+        if missing:
+            columns, steps, common = _init_state(self, batch, keys, keys, _FRESH, undo)
+        undo.append(batch.params)
+        if common is not None:
+            parts = ((common, batch.params, batch.grads, columns),)
+        else:
+            parts = _split(batch, columns, steps)
         beta1, beta2 = group["betas"]
         lr = group["lr"]
         eps = group["eps"]
         decay, l2 = _decay_terms(group)
         sign = -1.0 if group["maximize"] else 1.0
-        for k, (step, params, grads, part) in enumerate(_parts(batch, columns, steps, common)):
+        for k, (step, params, grads, part) in enumerate(parts):
             bias_correction1 = 1 - beta1 ** step
             bias_correction2 = 1 - beta2 ** step
             inv_bc2_sqrt = 1 / bias_correction2 ** 0.5

@@ -1,6 +1,6 @@
 """Adamax: Adam with an infinity-norm second moment."""
 from ._kernels.adamax import adamax as _adamax_kernel
-from .adam import _Undo, _count_step, _parts, _validate
+from .adam import _init_state, _revert, _split, _validate
 from .optimizer import Optimizer
 
 __all__ = ["Adamax"]
@@ -64,12 +64,12 @@ class Adamax(Optimizer):
         if closure is not None:
             loss = closure()
         calls = []
-        undo = _Undo()
+        undo = []
         try:
             for batch in self._batches():
                 self._plan(batch, calls, undo)
         except BaseException:
-            undo.revert(self.state)
+            _revert(self.state, undo)
             raise
         for args in calls:
             _adamax_kernel(*args)
@@ -78,13 +78,20 @@ class Adamax(Optimizer):
     def _plan(self, batch, calls, undo):
         """Count the batch's step and append its kernel calls (nothing runs yet)."""
         group = batch.group
-        columns, steps, common = _count_step(self, batch, _KEYS, _KEYS, _FRESH, undo)
+        columns, missing, steps, common = self._state_step(batch.params, _KEYS)
+        if missing:
+            columns, steps, common = _init_state(self, batch, _KEYS, _KEYS, _FRESH, undo)
+        undo.append(batch.params)
+        if common is not None:
+            parts = ((common, batch.params, batch.grads, columns),)
+        else:
+            parts = _split(batch, columns, steps)
         beta1, beta2 = group["betas"]
         lr = group["lr"]
         wd = group["weight_decay"]
         eps = group["eps"]
         sign = -1.0 if group["maximize"] else 1.0
-        for k, (step, params, grads, part) in enumerate(_parts(batch, columns, steps, common)):
+        for k, (step, params, grads, part) in enumerate(parts):
             neg_clr = -(lr / (1 - beta1 ** step))
             ptrs, chunks, n_threads = self._table([params, grads, *part], (batch.group_index, k))
             calls.append((ptrs, chunks, batch.is_double, n_threads, sign, wd, 1 - beta1, beta2,

@@ -1,8 +1,8 @@
 """NAdam: Adam with Nesterov momentum and a momentum-decay schedule."""
-import numpy as np
+import struct
 
 from ._kernels.nadam import nadam as _nadam_kernel
-from .adam import _Undo, _count_step, _decay_terms, _validate
+from .adam import _decay_terms, _init_state, _revert, _validate
 from .optimizer import Optimizer
 
 __all__ = ["NAdam"]
@@ -13,8 +13,12 @@ _COLUMNS = _KEYS + ("mu_product",)
 _FRESH = {"step": 0.0, "mu_product": 1.0}
 
 
+_F32 = struct.Struct("f")
+
+
 def _round_f32(x):
-    return float(np.float32(x))
+    """``x`` rounded to float32 (to nearest), as a Python float."""
+    return _F32.unpack(_F32.pack(x))[0]
 
 
 class NAdam(Optimizer):
@@ -88,12 +92,12 @@ class NAdam(Optimizer):
             loss = closure()
         calls = []
         products = []   # (params, new mu_product): stored once every kernel has run
-        undo = _Undo()
+        undo = []
         try:
             for batch in self._batches():
                 self._plan(batch, calls, products, undo)
         except BaseException:
-            undo.revert(self.state)
+            _revert(self.state, undo)
             raise
         for args in calls:
             _nadam_kernel(*args)
@@ -106,8 +110,11 @@ class NAdam(Optimizer):
     def _plan(self, batch, calls, products, undo):
         """Count the batch's step and append its kernel calls (nothing runs yet)."""
         group = batch.group
-        (exp_avgs, exp_avg_sqs, mus), steps, common = _count_step(
-            self, batch, _COLUMNS, _KEYS, _FRESH, undo)
+        columns, missing, steps, common = self._state_step(batch.params, _COLUMNS)
+        if missing:
+            columns, steps, common = _init_state(self, batch, _COLUMNS, _KEYS, _FRESH, undo)
+        undo.append(batch.params)
+        exp_avgs, exp_avg_sqs, mus = columns
         beta1, beta2 = group["betas"]
         lr, psi, eps = group["lr"], group["momentum_decay"], group["eps"]
         decay, l2 = _decay_terms(group)
@@ -120,8 +127,9 @@ class NAdam(Optimizer):
         for k, ((step, mu_product), part) in enumerate(parts):
             mu = beta1 * (1.0 - 0.5 * (0.96 ** (step * psi)))
             mu_next = beta1 * (1.0 - 0.5 * (0.96 ** ((step + 1) * psi)))
-            # float32 product of float32 operands, as torch's `mu_product *= mu`.
-            mu_product = _round_f32(np.float32(mu_product) * np.float32(mu))
+            # float32 product of float32 operands, as torch's `mu_product *= mu`
+            # (the double product of two floats is exact: one rounding, as float32's).
+            mu_product = _round_f32(_round_f32(mu_product) * _round_f32(mu))
             mu_product_next = mu_product * mu_next
             c_grad = -lr * (1.0 - mu) / (1.0 - mu_product)
             c_avg = (-lr * mu_next) / (1.0 - mu_product_next)

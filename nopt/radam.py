@@ -1,6 +1,6 @@
 """RAdam: Adam with a rectified adaptive learning rate."""
 from ._kernels.radam import radam as _radam_kernel
-from .adam import _Undo, _count_step, _decay_terms, _parts, _validate
+from .adam import _decay_terms, _init_state, _revert, _split, _validate
 from .optimizer import Optimizer
 
 __all__ = ["RAdam"]
@@ -87,12 +87,12 @@ class RAdam(Optimizer):
         if closure is not None:
             loss = closure()
         calls = []
-        undo = _Undo()
+        undo = []
         try:
             for batch in self._batches():
                 self._plan(batch, calls, undo)
         except BaseException:
-            undo.revert(self.state)
+            _revert(self.state, undo)
             raise
         for args in calls:
             _radam_kernel(*args)
@@ -101,13 +101,20 @@ class RAdam(Optimizer):
     def _plan(self, batch, calls, undo):
         """Count the batch's step and append its kernel calls (nothing runs yet)."""
         group = batch.group
-        columns, steps, common = _count_step(self, batch, _KEYS, _KEYS, _FRESH, undo)
+        columns, missing, steps, common = self._state_step(batch.params, _KEYS)
+        if missing:
+            columns, steps, common = _init_state(self, batch, _KEYS, _KEYS, _FRESH, undo)
+        undo.append(batch.params)
+        if common is not None:
+            parts = ((common, batch.params, batch.grads, columns),)
+        else:
+            parts = _split(batch, columns, steps)
         beta1, beta2 = group["betas"]
         lr = group["lr"]
         eps = group["eps"]
         decay, l2 = _decay_terms(group)
         sign = -1.0 if group["maximize"] else 1.0
-        for k, (step, params, grads, part) in enumerate(_parts(batch, columns, steps, common)):
+        for k, (step, params, grads, part) in enumerate(parts):
             bias_correction1 = 1 - beta1 ** step
             _, rect = _rectification(beta2, step)
             if rect is None:
