@@ -1,16 +1,12 @@
 """ASGD: stochastic gradient descent with iterate averaging."""
-import numpy as np
-
 from ._kernels.asgd import asgd as _asgd_kernel
+# Round to float32 (as a Python float), as torch stores ``eta`` and ``mu`` in
+# float32 0-d tensors: float(numpy.float32(x)), in C.
+from ._kernels.asgd import float32 as _float32
 from ._kernels.asgd import set_state as _set_state
 from .optimizer import Optimizer
 
 __all__ = ["ASGD"]
-
-
-def _float32(x):
-    """Round to float32, as torch stores ``eta`` and ``mu`` in float32 0-d tensors."""
-    return float(np.float32(x))
 
 
 class ASGD(Optimizer):

@@ -141,3 +141,11 @@ def set_state(object state, list params, object eta, object mu):
             raise KeyError(f"set_state: parameter {k} has no state dict")
         PyDict_SetItem(<dict> d, "eta", eta)
         PyDict_SetItem(<dict> d, "mu", mu)
+
+
+def float32(double x):
+    """``x`` rounded to float32, as a Python float (``float(numpy.float32(x))``, faster).
+
+    The C conversion rounds to nearest even and overflows to +-inf, as NumPy's.
+    """
+    return <double> (<float> x)
