@@ -88,31 +88,30 @@ class ASGD(Optimizer):
                     if missing:
                         raise _missing_state(self, batch)
                 counted.append((params, steps))
+                lambd, wd, maximize = group["lambd"], group["weight_decay"], group["maximize"]
                 n = len(params)
-                if common is not None and etas.count(etas[0]) == n and mus.count(mus[0]) == n:
+                eta, mu = etas[0], mus[0]
+                if common is not None and etas.count(eta) == n and mus.count(mu) == n:
                     # The usual case: one step count, eta and mu, one call.
-                    parts = [((common, etas[0], mus[0]), None)]
-                else:
-                    # eta and mu are per parameter: one call per distinct (step, eta, mu).
-                    parts = self._split_by(params, list(zip(steps, etas, mus)))
-                for (step, eta, mu), keep in parts:
+                    next_eta, next_mu = self._next(group, common)
+                    table = self._table([params, batch.grads, axs], batch.group_index)
+                    calls.append((table, batch.is_double, 1 - lambd * eta, eta, mu, wd, maximize,
+                                  params, next_eta, next_mu))
+                    continue
+                # eta and mu are per parameter: one call per distinct (step, eta, mu).
+                for (step, eta, mu), keep in self._split_by(params, list(zip(steps, etas, mus))):
                     next_eta, next_mu = self._next(group, step)
-                    if keep is None:
-                        part = params
-                        table = self._table([params, batch.grads, axs], batch.group_index)
-                    else:
-                        part = [params[k] for k in keep]
-                        table = self._table([part, [batch.grads[k] for k in keep],
-                                             [axs[k] for k in keep]], (batch.group_index, keep[0]))
-                    args = (batch.is_double, 1 - group["lambd"] * eta, eta, mu,
-                            group["weight_decay"], group["maximize"])
-                    calls.append((table, args, part, next_eta, next_mu))
+                    part = [params[k] for k in keep]
+                    table = self._table([part, [batch.grads[k] for k in keep], [axs[k] for k in keep]],
+                                        (batch.group_index, keep[0]))
+                    calls.append((table, batch.is_double, 1 - lambd * eta, eta, mu, wd, maximize,
+                                  part, next_eta, next_mu))
         except BaseException:
             for params, steps in counted:
                 for p, step in zip(params, steps):
                     self.state[p]["step"] = step - 1.0
             raise
-        for (ptrs, chunks, n_threads), (is_double, decay, eta, mu, wd, maximize), part, \
+        for (ptrs, chunks, n_threads), is_double, decay, eta, mu, wd, maximize, part, \
                 next_eta, next_mu in calls:
             _asgd_kernel(ptrs, chunks, is_double, n_threads, decay, eta, mu, wd, maximize)
             _set_state(self.state, part, next_eta, next_mu)
