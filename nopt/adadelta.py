@@ -1,5 +1,4 @@
 """Adadelta: step sizes from running averages of squared gradients and updates."""
-from ._kernels import _plan
 from ._kernels.adadelta import adadelta as _adadelta_kernel
 from .optimizer import Optimizer
 
@@ -66,19 +65,46 @@ class Adadelta(Optimizer):
         loss = None
         if closure is not None:
             loss = closure()
-        for batch in self._batches():
-            group = batch.group
-            new = [p for p in batch.params if not self.state.get(p)]
-            for p, avg, acc in zip(new, self._flat_zeros(new), self._flat_zeros(new)):
-                self.state[p].update(step=0.0, square_avg=avg, acc_delta=acc)
-            states = [self.state[p] for p in batch.params]
-            # The update does not use the step count: one call for the batch.
-            ptrs, chunks, n_threads = _plan.make_table([
-                batch.params, batch.grads,
-                [s["square_avg"] for s in states], [s["acc_delta"] for s in states],
-            ])
-            _adadelta_kernel(ptrs, chunks, batch.is_double, n_threads, group["lr"], group["rho"],
-                             group["eps"], group["weight_decay"], group["maximize"])
-            for s in states:
-                s["step"] = float(s["step"]) + 1
+        # Plan every call first (state, step counts, work tables), then run
+        # the kernels: an error while planning changes nothing.
+        calls, counted = [], []
+        try:
+            for batch in self._batches():
+                params = batch.params
+                cols, missing, steps, _ = self._state_step(params, _KEYS)
+                if missing:
+                    new = [p for p in params if not self.state.get(p)]
+                    for p, avg, acc in zip(new, self._flat_zeros(new), self._flat_zeros(new)):
+                        self.state[p].update(step=0.0, square_avg=avg, acc_delta=acc)
+                    cols, missing, steps, _ = self._state_step(params, _KEYS)
+                    if missing:
+                        raise _missing_state(self, batch)
+                counted.append((params, steps))
+                # The update does not use the step count: one call for the batch.
+                table = self._table([params, batch.grads] + cols, batch.group_index)
+                group = batch.group
+                calls.append((table, batch.is_double, group["lr"], group["rho"], group["eps"],
+                              group["weight_decay"], group["maximize"]))
+        except BaseException:
+            for params, steps in counted:
+                for p, step in zip(params, steps):
+                    self.state[p]["step"] = step - 1.0
+            raise
+        for (ptrs, chunks, n_threads), is_double, lr, rho, eps, weight_decay, maximize in calls:
+            _adadelta_kernel(ptrs, chunks, is_double, n_threads, lr, rho, eps, weight_decay,
+                             maximize)
         return loss
+
+
+_KEYS = ("square_avg", "acc_delta")
+
+
+def _missing_state(opt, batch):
+    """The KeyError for a state dict edited by hand (torch raises one too)."""
+    for k, p in enumerate(batch.params):
+        state = opt.state.get(p, {})
+        for key in ("step",) + _KEYS:
+            if state.get(key) is None:
+                return KeyError(f"Adadelta: the state of param_groups[{batch.group_index}]"
+                                f"['params'][{batch.indices[k]}] has no {key!r}")
+    return KeyError("Adadelta: incomplete state")

@@ -3,7 +3,6 @@ import sys
 
 import numpy as np
 
-from ._kernels import _plan
 from ._kernels.adagrad import adagrad as _adagrad_kernel
 from .optimizer import Optimizer
 
@@ -113,28 +112,54 @@ class Adagrad(Optimizer):
         loss = None
         if closure is not None:
             loss = closure()
-        for batch in self._checked_batches():
-            new = [p for p in batch.params if not self.state.get(p)]
-            if new:
-                self._init_state(new)
-            states = [self.state[p] for p in batch.params]
-            steps = [float(s["step"]) for s in states]
-            # The step size depends on the step count: one call per count.
-            for step, keep in self._split_by(batch.params, steps):
-                step += 1
-                self._run(batch, keep, states, step)
-                for k in keep:
-                    states[k]["step"] = step
+        # Plan every call first (state, step counts, step sizes, work tables),
+        # then run the kernels: an error while planning changes nothing.
+        calls, counted = [], []
+        try:
+            for batch in self._checked_batches():
+                group, params = batch.group, batch.params
+                (sums,), missing, steps, common = self._state_step(params, _KEYS)
+                if missing:
+                    self._init_state([p for p in params if not self.state.get(p)])
+                    (sums,), missing, steps, common = self._state_step(params, _KEYS)
+                    if missing:
+                        raise _missing_state(self, batch)
+                counted.append((params, steps))
+                flags = (group["eps"], group["weight_decay"], group["maximize"])
+                if common is not None:
+                    # The usual case: every parameter at the same count, one call.
+                    table = self._table([params, batch.grads, sums], batch.group_index)
+                    calls.append((table, batch.is_double, _clr(group, common)) + flags)
+                    continue
+                # The step size depends on the step count: one call per count.
+                for step, keep in self._split_by(params, steps):
+                    table = self._table([[params[k] for k in keep], [batch.grads[k] for k in keep],
+                                         [sums[k] for k in keep]], (batch.group_index, keep[0]))
+                    calls.append((table, batch.is_double, _clr(group, step)) + flags)
+        except BaseException:
+            for params, steps in counted:
+                for p, step in zip(params, steps):
+                    self.state[p]["step"] = step - 1.0
+            raise
+        for (ptrs, chunks, n_threads), is_double, clr, eps, weight_decay, maximize in calls:
+            _adagrad_kernel(ptrs, chunks, is_double, n_threads, clr, eps, weight_decay, maximize)
         return loss
 
-    @staticmethod
-    def _run(batch, keep, states, step):
-        group = batch.group
-        clr = group["lr"] / (1 + (step - 1) * group["lr_decay"])
-        ptrs, chunks, n_threads = _plan.make_table([
-            [batch.params[k] for k in keep],
-            [batch.grads[k] for k in keep],
-            [states[k]["sum"] for k in keep],
-        ])
-        _adagrad_kernel(ptrs, chunks, batch.is_double, n_threads, clr, group["eps"],
-                        group["weight_decay"], group["maximize"])
+
+_KEYS = ("sum",)
+
+
+def _clr(group, step):
+    """torch's decayed step size for the ``step``-th step."""
+    return group["lr"] / (1 + (step - 1) * group["lr_decay"])
+
+
+def _missing_state(opt, batch):
+    """The KeyError for a state dict edited by hand (torch raises one too)."""
+    for k, p in enumerate(batch.params):
+        state = opt.state.get(p, {})
+        for key in ("step",) + _KEYS:
+            if state.get(key) is None:
+                return KeyError(f"Adagrad: the state of param_groups[{batch.group_index}]"
+                                f"['params'][{batch.indices[k]}] has no {key!r}")
+    return KeyError("Adagrad: incomplete state")

@@ -1,16 +1,24 @@
 """Adam and AdamW, with AMSGrad, maximize and coupled or decoupled weight decay.
 
 This module also holds the helpers the other Adam-family optimizers
-(Adamax, NAdam, RAdam) share: hyperparameter validation and the checked,
-lazy creation of per-parameter state.
+(Adamax, NAdam, RAdam) share: hyperparameter validation, the checked, lazy
+creation of per-parameter state, and undoing a step whose planning failed.
+
+A step of any of them plans every batch first (``Optimizer._state_step``
+gathers the state and counts the step in one pass; the scalars are computed
+in Python; ``Optimizer._table`` reuses last step's work table) and only then
+runs the kernels, so an error leaves everything as it was.
 """
 import numbers
 
-from ._kernels import _plan
 from ._kernels.adam import adam as _adam_kernel
 from .optimizer import Optimizer
 
 __all__ = ["Adam", "AdamW"]
+
+_KEYS = ("exp_avg", "exp_avg_sq")
+_KEYS_AMSGRAD = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+_FRESH = {"step": 0.0}
 
 
 # ---------------------------------------------------------------- shared helpers
@@ -55,78 +63,88 @@ def _validate(lr, betas, eps, weight_decay, **extra):
     return betas
 
 
-def _batch_states(optimizer, batches, keys, make):
-    """The state dicts of each batch's parameters: checked, then lazily created.
+def _revert(state, undo):
+    """Undo what planning a step changed, when planning fails part-way.
 
-    Every existing (non-empty) state of every batch is checked for ``keys``
-    first, so a state that cannot be stepped raises before anything changes.
-    Then each empty state is filled from ``make(group, params)``, a list of new
-    state dicts, as torch's lazy initialisation does on a parameter's first
-    step. ``keys`` may depend on the group: ``keys(group)`` when callable.
+    A step plans every batch (counts the steps, creates fresh state,
+    computes the scalars, builds the tables: everything that can raise)
+    before any kernel runs. ``undo`` lists what was changed, in order: a list
+    of parameters whose step was counted, or a ``(parameter, before)`` pair
+    for a state created from nothing (``before``: its empty dict, or None).
+    Counts go back down by one (exact for whole counts, the only ones torch
+    and nopt store; the restored count is a float) and fresh states are
+    removed again, so a failed step changes nothing.
+    """
+    for entry in reversed(undo):
+        if type(entry) is tuple:
+            p, before = entry
+            if before is None:
+                state.pop(p, None)
+            else:
+                before.clear()
+        else:
+            for p in entry:
+                d = state[p]
+                d["step"] = d["step"] - 1.0
+
+
+def _init_state(optimizer, batch, keys, arrays, fresh, undo):
+    """Create a batch's missing state, then gather and count as ``_state_step``.
+
+    Called when ``optimizer._state_step(batch.params, keys)`` reported
+    missing entries (and so changed nothing). Every non-empty state of the
+    batch is checked first: one without all of ``fresh`` and ``arrays`` raises
+    (naming the parameter) before anything changes. Then each empty state is
+    filled, as torch's lazy initialisation does: ``fresh`` (``step`` first,
+    other scalars) and a flat zero array per key of ``arrays``.
 
     Returns
     -------
-    list of list of dict
-        Per batch, the (live) state dict of each of its parameters.
+    columns, steps, common
+        As ``Optimizer._state_step``, with nothing missing.
     """
-    get = optimizer.state.get
-    found = []
-    for batch in batches:
-        wanted = keys(batch.group) if callable(keys) else keys
-        wanted_set = frozenset(wanted)
-        states = [get(p) for p in batch.params]
-        bad = [k for k, s in enumerate(states) if s and not s.keys() >= wanted_set]
-        if bad:
-            k = bad[0]
-            missing = [key for key in wanted if key not in states[k]]
+    state = optimizer.state
+    params = batch.params
+    wanted = tuple(fresh) + tuple(arrays)
+    new = []
+    for k, p in enumerate(params):
+        s = state.get(p)
+        if not s:
+            new.append(p)
+            continue
+        missing = [key for key in wanted if s.get(key) is None]
+        if missing:
             raise ValueError(
                 f"the state of param_groups[{batch.group_index}]['params'][{batch.indices[k]}] "
                 f"has no {', '.join(repr(m) for m in missing)} entry; expected the keys "
                 f"{list(wanted)} for this group's options (was an option such as "
                 "'amsgrad' switched on after the state was created?)"
             )
-        found.append(states)
-    for batch, states in zip(batches, found):
-        fresh = [k for k, s in enumerate(states) if not s]
-        if fresh:
-            params = [batch.params[k] for k in fresh]
-            for k, p, new in zip(fresh, params, make(batch.group, params)):
-                state = optimizer.state[p]
-                state.update(new)
-                states[k] = state
-    return found
+    zeros = [optimizer._flat_zeros(new) for _ in arrays]
+    for i, p in enumerate(new):
+        entry = dict(fresh)
+        for key, column in zip(arrays, zeros):
+            entry[key] = column[i]
+        before = state.get(p)
+        undo.append((p, before))
+        if before is None:
+            state[p] = entry
+        else:
+            before.update(entry)
+    columns, missing, steps, common = optimizer._state_step(params, keys)
+    if missing:  # (cannot happen: every state is now complete)
+        raise RuntimeError("optimizer state could not be initialised")
+    return columns, steps, common
 
 
-def _zero_state(optimizer, params, keys, **scalars):
-    """New states for ``params``: ``scalars`` plus a flat zero array per key."""
-    arrays = [optimizer._flat_zeros(params) for _ in keys]
-    return [
-        {**scalars, **{key: arrays[i][k] for i, key in enumerate(keys)}}
-        for k in range(len(params))
-    ]
-
-
-def _run(kernel, planned):
-    """Run planned kernel calls, then advance their states' step counts.
-
-    ``planned`` holds ``(streams, is_double, args, states, updates)``. All
-    scalars are computed (and any error raised) while planning, before this
-    runs, so a step is applied to every batch or to none.
-    """
-    tables = [(_plan.make_table(streams), is_double, args, states, updates)
-              for streams, is_double, args, states, updates in planned]
-    for (ptrs, chunks, n_threads), is_double, args, states, updates in tables:
-        kernel(ptrs, chunks, is_double, n_threads, *args)
-        for s in states:
-            s.update(updates)
-
-
-def _part_streams(batch, states, part, keys):
-    """The kernel streams of the parameters ``part`` of a batch, and their states."""
-    part_states = [states[k] for k in part]
-    streams = [[batch.params[k] for k in part], [batch.grads[k] for k in part]]
-    streams += [[s[key] for s in part_states] for key in keys]
-    return streams, part_states
+def _split(batch, columns, steps):
+    """``(step, params, grads, columns)`` per distinct step count, in order."""
+    params, grads = batch.params, batch.grads
+    out = []
+    for step, part in Optimizer._split_by(params, steps):
+        out.append((step, [params[k] for k in part], [grads[k] for k in part],
+                    [[col[k] for k in part] for col in columns]))
+    return out
 
 
 def _decay_terms(group):
@@ -205,41 +223,49 @@ class Adam(Optimizer):
                         maximize=maximize, decoupled_weight_decay=decoupled_weight_decay)
         super().__init__(params, defaults)
 
-    @staticmethod
-    def _keys(group):
-        if group["amsgrad"]:
-            return ("step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
-        return ("step", "exp_avg", "exp_avg_sq")
-
-    def _new_state(self, group, params):
-        return _zero_state(self, params, self._keys(group)[1:], step=0.0)
-
     def step(self, closure=None):
         """Perform one optimization step; return the closure's loss if given."""
         loss = None
         if closure is not None:
             loss = closure()
-        batches = self._batches()
-        all_states = _batch_states(self, batches, self._keys, self._new_state)
-        planned = []
-        for batch, states in zip(batches, all_states):
-            group = batch.group
-            keys = self._keys(group)[1:]
-            beta1, beta2 = group["betas"]
-            lr = group["lr"]
-            decay, l2 = _decay_terms(group)
-            sign = -1.0 if group["maximize"] else 1.0
-            steps = [float(s["step"]) for s in states]
-            for old_step, part in self._split_by(batch.params, steps):
-                step = old_step + 1
-                bias_correction1 = 1 - beta1 ** step
-                bias_correction2 = 1 - beta2 ** step
-                args = (sign, decay, l2, 1 - beta1, beta2, 1 / bias_correction2 ** 0.5,
-                        group["eps"], -(lr / bias_correction1), group["amsgrad"])
-                streams, part_states = _part_streams(batch, states, part, keys)
-                planned.append((streams, batch.is_double, args, part_states, {"step": step}))
-        _run(_adam_kernel, planned)
+        calls = []
+        undo = []
+        try:
+            for batch in self._batches():
+                self._plan(batch, calls, undo)
+        except BaseException:
+            _revert(self.state, undo)
+            raise
+        for args in calls:
+            _adam_kernel(*args)
         return loss
+
+    def _plan(self, batch, calls, undo):
+        """Count the batch's step and append its kernel calls (nothing runs yet)."""
+        group = batch.group
+        amsgrad = group["amsgrad"]
+        keys = _KEYS_AMSGRAD if amsgrad else _KEYS
+        columns, missing, steps, common = self._state_step(batch.params, keys)
+        if missing:
+            columns, steps, common = _init_state(self, batch, keys, keys, _FRESH, undo)
+        undo.append(batch.params)
+        if common is not None:
+            parts = ((common, batch.params, batch.grads, columns),)
+        else:
+            parts = _split(batch, columns, steps)
+        beta1, beta2 = group["betas"]
+        lr = group["lr"]
+        eps = group["eps"]
+        decay, l2 = _decay_terms(group)
+        sign = -1.0 if group["maximize"] else 1.0
+        for k, (step, params, grads, part) in enumerate(parts):
+            bias_correction1 = 1 - beta1 ** step
+            bias_correction2 = 1 - beta2 ** step
+            inv_bc2_sqrt = 1 / bias_correction2 ** 0.5
+            neg_step = -(lr / bias_correction1)
+            ptrs, chunks, n_threads = self._table([params, grads, *part], (batch.group_index, k))
+            calls.append((ptrs, chunks, batch.is_double, n_threads, sign, decay, l2, 1 - beta1,
+                          beta2, inv_bc2_sqrt, eps, neg_step, amsgrad))
 
 
 class AdamW(Adam):

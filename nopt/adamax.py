@@ -1,11 +1,12 @@
 """Adamax: Adam with an infinity-norm second moment."""
 from ._kernels.adamax import adamax as _adamax_kernel
-from .adam import _batch_states, _part_streams, _run, _validate, _zero_state
+from .adam import _init_state, _revert, _split, _validate
 from .optimizer import Optimizer
 
 __all__ = ["Adamax"]
 
 _KEYS = ("exp_avg", "exp_inf")
+_FRESH = {"step": 0.0}
 
 
 class Adamax(Optimizer):
@@ -57,27 +58,41 @@ class Adamax(Optimizer):
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize)
         super().__init__(params, defaults)
 
-    def _new_state(self, group, params):
-        return _zero_state(self, params, _KEYS, step=0.0)
-
     def step(self, closure=None):
         """Perform one optimization step; return the closure's loss if given."""
         loss = None
         if closure is not None:
             loss = closure()
-        batches = self._batches()
-        all_states = _batch_states(self, batches, ("step",) + _KEYS, self._new_state)
-        planned = []
-        for batch, states in zip(batches, all_states):
-            group = batch.group
-            beta1, beta2 = group["betas"]
-            sign = -1.0 if group["maximize"] else 1.0
-            steps = [float(s["step"]) for s in states]
-            for old_step, part in self._split_by(batch.params, steps):
-                step = old_step + 1
-                clr = group["lr"] / (1 - beta1 ** step)
-                args = (sign, group["weight_decay"], 1 - beta1, beta2, group["eps"], -clr)
-                streams, part_states = _part_streams(batch, states, part, _KEYS)
-                planned.append((streams, batch.is_double, args, part_states, {"step": step}))
-        _run(_adamax_kernel, planned)
+        calls = []
+        undo = []
+        try:
+            for batch in self._batches():
+                self._plan(batch, calls, undo)
+        except BaseException:
+            _revert(self.state, undo)
+            raise
+        for args in calls:
+            _adamax_kernel(*args)
         return loss
+
+    def _plan(self, batch, calls, undo):
+        """Count the batch's step and append its kernel calls (nothing runs yet)."""
+        group = batch.group
+        columns, missing, steps, common = self._state_step(batch.params, _KEYS)
+        if missing:
+            columns, steps, common = _init_state(self, batch, _KEYS, _KEYS, _FRESH, undo)
+        undo.append(batch.params)
+        if common is not None:
+            parts = ((common, batch.params, batch.grads, columns),)
+        else:
+            parts = _split(batch, columns, steps)
+        beta1, beta2 = group["betas"]
+        lr = group["lr"]
+        wd = group["weight_decay"]
+        eps = group["eps"]
+        sign = -1.0 if group["maximize"] else 1.0
+        for k, (step, params, grads, part) in enumerate(parts):
+            neg_clr = -(lr / (1 - beta1 ** step))
+            ptrs, chunks, n_threads = self._table([params, grads, *part], (batch.group_index, k))
+            calls.append((ptrs, chunks, batch.is_double, n_threads, sign, wd, 1 - beta1, beta2,
+                          eps, neg_clr))

@@ -1,16 +1,12 @@
 """ASGD: stochastic gradient descent with iterate averaging."""
-import numpy as np
-
-from ._kernels import _plan
 from ._kernels.asgd import asgd as _asgd_kernel
+# Round to float32 (as a Python float), as torch stores ``eta`` and ``mu`` in
+# float32 0-d tensors: float(numpy.float32(x)), in C.
+from ._kernels.asgd import float32 as _float32
+from ._kernels.asgd import set_state as _set_state
 from .optimizer import Optimizer
 
 __all__ = ["ASGD"]
-
-
-def _float32(x):
-    """Round to float32, as torch stores ``eta`` and ``mu`` in float32 0-d tensors."""
-    return float(np.float32(x))
 
 
 class ASGD(Optimizer):
@@ -76,24 +72,49 @@ class ASGD(Optimizer):
         loss = None
         if closure is not None:
             loss = closure()
-        # Plan every call first (the next eta and mu included), so an error
-        # in those formulas changes no parameter.
-        calls = []
-        for batch in self._batches():
-            group = batch.group
-            new = [p for p in batch.params if not self.state.get(p)]
-            for p, ax in zip(new, self._flat_zeros(new)):
-                self.state[p].update(step=0.0, eta=_float32(group["lr"]), mu=1.0, ax=ax)
-            states = [self.state[p] for p in batch.params]
-            keys = [(float(s["step"]), float(s["eta"]), float(s["mu"])) for s in states]
-            # eta and mu are per parameter: one call per distinct (step, eta, mu).
-            for (step, eta, mu), keep in self._split_by(batch.params, keys):
-                calls.append((batch, [states[k] for k in keep], keep, eta, mu, step + 1,
-                              self._next(group, step + 1)))
-        for batch, states, keep, eta, mu, step, (next_eta, next_mu) in calls:
-            self._run(batch, keep, states, eta, mu)
-            for s in states:
-                s.update(step=step, eta=next_eta, mu=next_mu)
+        # Plan every call first (state, step counts, the next eta and mu, work
+        # tables), then run the kernels: an error while planning (such as a
+        # schedule whose eta is not real) changes nothing.
+        calls, counted = [], []
+        try:
+            for batch in self._batches():
+                group, params = batch.group, batch.params
+                (axs, etas, mus), missing, steps, common = self._state_step(params, _KEYS)
+                if missing:
+                    new = [p for p in params if not self.state.get(p)]
+                    for p, ax in zip(new, self._flat_zeros(new)):
+                        self.state[p].update(step=0.0, eta=_float32(group["lr"]), mu=1.0, ax=ax)
+                    (axs, etas, mus), missing, steps, common = self._state_step(params, _KEYS)
+                    if missing:
+                        raise _missing_state(self, batch)
+                counted.append((params, steps))
+                lambd, wd, maximize = group["lambd"], group["weight_decay"], group["maximize"]
+                n = len(params)
+                eta, mu = etas[0], mus[0]
+                if common is not None and etas.count(eta) == n and mus.count(mu) == n:
+                    # The usual case: one step count, eta and mu, one call.
+                    next_eta, next_mu = self._next(group, common)
+                    table = self._table([params, batch.grads, axs], batch.group_index)
+                    calls.append((table, batch.is_double, 1 - lambd * eta, eta, mu, wd, maximize,
+                                  params, next_eta, next_mu))
+                    continue
+                # eta and mu are per parameter: one call per distinct (step, eta, mu).
+                for (step, eta, mu), keep in self._split_by(params, list(zip(steps, etas, mus))):
+                    next_eta, next_mu = self._next(group, step)
+                    part = [params[k] for k in keep]
+                    table = self._table([part, [batch.grads[k] for k in keep], [axs[k] for k in keep]],
+                                        (batch.group_index, keep[0]))
+                    calls.append((table, batch.is_double, 1 - lambd * eta, eta, mu, wd, maximize,
+                                  part, next_eta, next_mu))
+        except BaseException:
+            for params, steps in counted:
+                for p, step in zip(params, steps):
+                    self.state[p]["step"] = step - 1.0
+            raise
+        for (ptrs, chunks, n_threads), is_double, decay, eta, mu, wd, maximize, part, \
+                next_eta, next_mu in calls:
+            _asgd_kernel(ptrs, chunks, is_double, n_threads, decay, eta, mu, wd, maximize)
+            _set_state(self.state, part, next_eta, next_mu)
         return loss
 
     @staticmethod
@@ -108,13 +129,16 @@ class ASGD(Optimizer):
             )
         return _float32(eta), _float32(1 / max(1, step - group["t0"]))
 
-    @staticmethod
-    def _run(batch, keep, states, eta, mu):
-        group = batch.group
-        ptrs, chunks, n_threads = _plan.make_table([
-            [batch.params[k] for k in keep],
-            [batch.grads[k] for k in keep],
-            [s["ax"] for s in states],
-        ])
-        _asgd_kernel(ptrs, chunks, batch.is_double, n_threads, 1 - group["lambd"] * eta, eta,
-                     mu, group["weight_decay"], group["maximize"])
+
+_KEYS = ("ax", "eta", "mu")
+
+
+def _missing_state(opt, batch):
+    """The KeyError for a state dict edited by hand (torch raises one too)."""
+    for k, p in enumerate(batch.params):
+        state = opt.state.get(p, {})
+        for key in ("step",) + _KEYS:
+            if state.get(key) is None:
+                return KeyError(f"ASGD: the state of param_groups[{batch.group_index}]"
+                                f"['params'][{batch.indices[k]}] has no {key!r}")
+    return KeyError("ASGD: incomplete state")

@@ -1,17 +1,24 @@
 """NAdam: Adam with Nesterov momentum and a momentum-decay schedule."""
-import numpy as np
+import struct
 
 from ._kernels.nadam import nadam as _nadam_kernel
-from .adam import _batch_states, _decay_terms, _part_streams, _run, _validate, _zero_state
+from .adam import _decay_terms, _init_state, _revert, _validate
 from .optimizer import Optimizer
 
 __all__ = ["NAdam"]
 
 _KEYS = ("exp_avg", "exp_avg_sq")
+# State gathered per step: the arrays, then the running product of mu.
+_COLUMNS = _KEYS + ("mu_product",)
+_FRESH = {"step": 0.0, "mu_product": 1.0}
+
+
+_F32 = struct.Struct("f")
 
 
 def _round_f32(x):
-    return float(np.float32(x))
+    """``x`` rounded to float32 (to nearest), as a Python float."""
+    return _F32.unpack(_F32.pack(x))[0]
 
 
 class NAdam(Optimizer):
@@ -78,37 +85,60 @@ class NAdam(Optimizer):
                         decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)
         super().__init__(params, defaults)
 
-    def _new_state(self, group, params):
-        return _zero_state(self, params, _KEYS, step=0.0, mu_product=1.0)
-
     def step(self, closure=None):
         """Perform one optimization step; return the closure's loss if given."""
         loss = None
         if closure is not None:
             loss = closure()
-        batches = self._batches()
-        all_states = _batch_states(self, batches, ("step", "mu_product") + _KEYS, self._new_state)
-        planned = []
-        for batch, states in zip(batches, all_states):
-            group = batch.group
-            beta1, beta2 = group["betas"]
-            lr, psi = group["lr"], group["momentum_decay"]
-            decay, l2 = _decay_terms(group)
-            sign = -1.0 if group["maximize"] else 1.0
-            counts = [(float(s["step"]), float(s["mu_product"])) for s in states]
-            for (old_step, mu_product), part in self._split_by(batch.params, counts):
-                step = old_step + 1
-                mu = beta1 * (1.0 - 0.5 * (0.96 ** (step * psi)))
-                mu_next = beta1 * (1.0 - 0.5 * (0.96 ** ((step + 1) * psi)))
-                # float32 product of float32 operands, as torch's `mu_product *= mu`.
-                mu_product = _round_f32(np.float32(mu_product) * np.float32(mu))
-                mu_product_next = mu_product * mu_next
-                c_grad = -lr * (1.0 - mu) / (1.0 - mu_product)
-                c_avg = (-lr * mu_next) / (1.0 - mu_product_next)
-                args = (sign, decay, l2, 1 - beta1, beta2, 1 / (1 - beta2 ** step),
-                        group["eps"], c_grad, c_avg)
-                streams, part_states = _part_streams(batch, states, part, _KEYS)
-                planned.append((streams, batch.is_double, args, part_states,
-                                {"step": step, "mu_product": mu_product}))
-        _run(_nadam_kernel, planned)
+        calls = []
+        products = []   # (params, new mu_product): stored once every kernel has run
+        undo = []
+        try:
+            for batch in self._batches():
+                self._plan(batch, calls, products, undo)
+        except BaseException:
+            _revert(self.state, undo)
+            raise
+        for args in calls:
+            _nadam_kernel(*args)
+        state = self.state
+        for params, mu_product in products:
+            for p in params:
+                state[p]["mu_product"] = mu_product
         return loss
+
+    def _plan(self, batch, calls, products, undo):
+        """Count the batch's step and append its kernel calls (nothing runs yet)."""
+        group = batch.group
+        columns, missing, steps, common = self._state_step(batch.params, _COLUMNS)
+        if missing:
+            columns, steps, common = _init_state(self, batch, _COLUMNS, _KEYS, _FRESH, undo)
+        undo.append(batch.params)
+        exp_avgs, exp_avg_sqs, mus = columns
+        beta1, beta2 = group["betas"]
+        lr, psi, eps = group["lr"], group["momentum_decay"], group["eps"]
+        decay, l2 = _decay_terms(group)
+        sign = -1.0 if group["maximize"] else 1.0
+        params, grads = batch.params, batch.grads
+        if common is not None and mus.count(mus[0]) == len(mus):
+            parts = [((common, float(mus[0])), range(len(params)))]
+        else:
+            parts = self._split_by(params, list(zip(steps, map(float, mus))))
+        for k, ((step, mu_product), part) in enumerate(parts):
+            mu = beta1 * (1.0 - 0.5 * (0.96 ** (step * psi)))
+            mu_next = beta1 * (1.0 - 0.5 * (0.96 ** ((step + 1) * psi)))
+            # float32 product of float32 operands, as torch's `mu_product *= mu`
+            # (the double product of two floats is exact: one rounding, as float32's).
+            mu_product = _round_f32(_round_f32(mu_product) * _round_f32(mu))
+            mu_product_next = mu_product * mu_next
+            c_grad = -lr * (1.0 - mu) / (1.0 - mu_product)
+            c_avg = (-lr * mu_next) / (1.0 - mu_product_next)
+            if len(parts) > 1:
+                params, grads = [batch.params[i] for i in part], [batch.grads[i] for i in part]
+                streams = [params, grads, [exp_avgs[i] for i in part], [exp_avg_sqs[i] for i in part]]
+            else:
+                streams = [params, grads, exp_avgs, exp_avg_sqs]
+            ptrs, chunks, n_threads = self._table(streams, (batch.group_index, k))
+            calls.append((ptrs, chunks, batch.is_double, n_threads, sign, decay, l2, 1 - beta1,
+                          beta2, 1 / (1 - beta2 ** step), eps, c_grad, c_avg))
+            products.append((params, mu_product))

@@ -1,11 +1,12 @@
 """RAdam: Adam with a rectified adaptive learning rate."""
 from ._kernels.radam import radam as _radam_kernel
-from .adam import _batch_states, _decay_terms, _part_streams, _run, _validate, _zero_state
+from .adam import _decay_terms, _init_state, _revert, _split, _validate
 from .optimizer import Optimizer
 
 __all__ = ["RAdam"]
 
 _KEYS = ("exp_avg", "exp_avg_sq")
+_FRESH = {"step": 0.0}
 
 
 def _rectification(beta2, step):
@@ -80,34 +81,46 @@ class RAdam(Optimizer):
                         decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)
         super().__init__(params, defaults)
 
-    def _new_state(self, group, params):
-        return _zero_state(self, params, _KEYS, step=0.0)
-
     def step(self, closure=None):
         """Perform one optimization step; return the closure's loss if given."""
         loss = None
         if closure is not None:
             loss = closure()
-        batches = self._batches()
-        all_states = _batch_states(self, batches, ("step",) + _KEYS, self._new_state)
-        planned = []
-        for batch, states in zip(batches, all_states):
-            group = batch.group
-            beta1, beta2 = group["betas"]
-            lr = group["lr"]
-            decay, l2 = _decay_terms(group)
-            sign = -1.0 if group["maximize"] else 1.0
-            steps = [float(s["step"]) for s in states]
-            for old_step, part in self._split_by(batch.params, steps):
-                step = old_step + 1
-                bias_correction1 = 1 - beta1 ** step
-                _, rect = _rectification(beta2, step)
-                if rect is None:
-                    coef = -(lr / bias_correction1)
-                else:
-                    coef = -(lr * rect * (1 - beta2 ** step) ** 0.5 / bias_correction1)
-                args = (sign, decay, l2, 1 - beta1, beta2, group["eps"], coef, rect is not None)
-                streams, part_states = _part_streams(batch, states, part, _KEYS)
-                planned.append((streams, batch.is_double, args, part_states, {"step": step}))
-        _run(_radam_kernel, planned)
+        calls = []
+        undo = []
+        try:
+            for batch in self._batches():
+                self._plan(batch, calls, undo)
+        except BaseException:
+            _revert(self.state, undo)
+            raise
+        for args in calls:
+            _radam_kernel(*args)
         return loss
+
+    def _plan(self, batch, calls, undo):
+        """Count the batch's step and append its kernel calls (nothing runs yet)."""
+        group = batch.group
+        columns, missing, steps, common = self._state_step(batch.params, _KEYS)
+        if missing:
+            columns, steps, common = _init_state(self, batch, _KEYS, _KEYS, _FRESH, undo)
+        undo.append(batch.params)
+        if common is not None:
+            parts = ((common, batch.params, batch.grads, columns),)
+        else:
+            parts = _split(batch, columns, steps)
+        beta1, beta2 = group["betas"]
+        lr = group["lr"]
+        eps = group["eps"]
+        decay, l2 = _decay_terms(group)
+        sign = -1.0 if group["maximize"] else 1.0
+        for k, (step, params, grads, part) in enumerate(parts):
+            bias_correction1 = 1 - beta1 ** step
+            _, rect = _rectification(beta2, step)
+            if rect is None:
+                coef = -(lr / bias_correction1)
+            else:
+                coef = -(lr * rect * (1 - beta2 ** step) ** 0.5 / bias_correction1)
+            ptrs, chunks, n_threads = self._table([params, grads, *part], (batch.group_index, k))
+            calls.append((ptrs, chunks, batch.is_double, n_threads, sign, decay, l2, 1 - beta1,
+                          beta2, eps, coef, rect is not None))

@@ -1,5 +1,4 @@
 """RMSprop: gradients scaled by a running root mean square."""
-from ._kernels import _plan
 from ._kernels.rmsprop import rmsprop as _rmsprop_kernel
 from .optimizer import Optimizer
 
@@ -83,30 +82,66 @@ class RMSprop(Optimizer):
         loss = None
         if closure is not None:
             loss = closure()
-        for batch in self._batches():
-            group = batch.group
-            use_momentum = group["momentum"] > 0
-            centered = bool(group["centered"])
-            keys = ["square_avg"]
-            if use_momentum:
-                keys.append("momentum_buffer")
-            if centered:
-                keys.append("grad_avg")
-            new = [p for p in batch.params if not self.state.get(p)]
-            for p in new:
-                self.state[p]["step"] = 0.0
-            states = [self.state[p] for p in batch.params]
-            for key in keys:
-                missing = [p for p, s in zip(batch.params, states) if s.get(key) is None]
-                for p, buf in zip(missing, self._flat_zeros(missing)):
-                    self.state[p][key] = buf
-            streams = [batch.params, batch.grads] + [[s[k] for s in states] for k in keys]
-            buf_stream = keys.index("momentum_buffer") + 2 if use_momentum else 0
-            avg_stream = keys.index("grad_avg") + 2 if centered else 0
-            ptrs, chunks, n_threads = _plan.make_table(streams)
-            _rmsprop_kernel(ptrs, chunks, batch.is_double, n_threads, buf_stream, avg_stream,
-                            group["lr"], group["alpha"], group["eps"], group["weight_decay"],
-                            group["momentum"], centered, group["maximize"])
-            for s in states:
-                s["step"] = float(s["step"]) + 1
+        # Plan every call first (state, step counts, work tables), then run
+        # the kernels: an error while planning changes nothing.
+        calls, counted = [], []
+        try:
+            for batch in self._batches():
+                group = batch.group
+                use_momentum = group["momentum"] > 0
+                centered = bool(group["centered"])
+                keys = _KEYS[(use_momentum, centered)]
+                params = batch.params
+                cols, missing, steps, _ = self._state_step(params, keys)
+                if missing:
+                    self._init_state(params, keys)
+                    cols, missing, steps, _ = self._state_step(params, keys)
+                    if missing:
+                        raise _missing_state(self, batch, keys)
+                counted.append((params, steps))
+                # The update does not use the step count: one call for the batch.
+                table = self._table([params, batch.grads] + cols,
+                                    (batch.group_index, use_momentum, centered))
+                buf_stream = 3 if use_momentum else 0
+                avg_stream = len(keys) + 1 if centered else 0
+                calls.append((table, batch.is_double, buf_stream, avg_stream, group["lr"],
+                              group["alpha"], group["eps"], group["weight_decay"],
+                              group["momentum"], centered, group["maximize"]))
+        except BaseException:
+            for params, steps in counted:
+                for p, step in zip(params, steps):
+                    self.state[p]["step"] = step - 1.0
+            raise
+        for (ptrs, chunks, n_threads), is_double, *args in calls:
+            _rmsprop_kernel(ptrs, chunks, is_double, n_threads, *args)
         return loss
+
+    def _init_state(self, params, keys):
+        """Fresh state for new parameters, and zero buffers for keys a state lacks."""
+        for p in params:
+            if not self.state.get(p):
+                self.state[p]["step"] = 0.0
+        for key in keys:
+            missing = [p for p in params if self.state[p].get(key) is None]
+            for p, buf in zip(missing, self._flat_zeros(missing)):
+                self.state[p][key] = buf
+
+
+# State streams after (param, grad), by (momentum > 0, centered).
+_KEYS = {
+    (False, False): ("square_avg",),
+    (True, False): ("square_avg", "momentum_buffer"),
+    (False, True): ("square_avg", "grad_avg"),
+    (True, True): ("square_avg", "momentum_buffer", "grad_avg"),
+}
+
+
+def _missing_state(opt, batch, keys):
+    """The KeyError for a state dict edited by hand (torch raises one too)."""
+    for k, p in enumerate(batch.params):
+        state = opt.state.get(p, {})
+        for key in ("step",) + keys:
+            if state.get(key) is None:
+                return KeyError(f"RMSprop: the state of param_groups[{batch.group_index}]"
+                                f"['params'][{batch.indices[k]}] has no {key!r}")
+    return KeyError("RMSprop: incomplete state")

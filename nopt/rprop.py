@@ -1,5 +1,4 @@
 """Rprop: sign-based updates with per-element adaptive step sizes."""
-from ._kernels import _plan
 from ._kernels.rprop import rprop as _rprop_kernel
 from .optimizer import Optimizer
 
@@ -72,22 +71,50 @@ class Rprop(Optimizer):
         loss = None
         if closure is not None:
             loss = closure()
-        for batch in self._batches():
-            group = batch.group
-            etaminus, etaplus = group["etas"]
-            step_min, step_max = group["step_sizes"]
-            new = [p for p in batch.params if not self.state.get(p)]
-            for p, prev, size in zip(new, self._flat_zeros(new), self._flat_zeros(new)):
-                size.fill(group["lr"])
-                self.state[p].update(step=0.0, prev=prev, step_size=size)
-            states = [self.state[p] for p in batch.params]
-            # Fresh state needs no special case: prev = 0 keeps the step size.
-            ptrs, chunks, n_threads = _plan.make_table([
-                batch.params, batch.grads,
-                [s["prev"] for s in states], [s["step_size"] for s in states],
-            ])
-            _rprop_kernel(ptrs, chunks, batch.is_double, n_threads, etaminus, etaplus,
-                          step_min, step_max, group["maximize"])
-            for s in states:
-                s["step"] = float(s["step"]) + 1
+        # Plan every call first (state, step counts, work tables), then run
+        # the kernels: an error while planning changes nothing.
+        calls, counted = [], []
+        try:
+            for batch in self._batches():
+                params = batch.params
+                cols, missing, steps, _ = self._state_step(params, _KEYS)
+                if missing:
+                    new = [p for p in params if not self.state.get(p)]
+                    for p, prev, size in zip(new, self._flat_zeros(new), self._flat_zeros(new)):
+                        size.fill(batch.group["lr"])
+                        self.state[p].update(step=0.0, prev=prev, step_size=size)
+                    cols, missing, steps, _ = self._state_step(params, _KEYS)
+                    if missing:
+                        raise _missing_state(self, batch)
+                counted.append((params, steps))
+                # Fresh state needs no special case: prev = 0 keeps the step size.
+                table = self._table([params, batch.grads] + cols, batch.group_index)
+                group = batch.group
+                etaminus, etaplus = group["etas"]
+                step_min, step_max = group["step_sizes"]
+                calls.append((table, batch.is_double, etaminus, etaplus, step_min, step_max,
+                              group["maximize"]))
+        except BaseException:
+            for params, steps in counted:
+                for p, step in zip(params, steps):
+                    self.state[p]["step"] = step - 1.0
+            raise
+        for (ptrs, chunks, n_threads), is_double, etaminus, etaplus, step_min, step_max, \
+                maximize in calls:
+            _rprop_kernel(ptrs, chunks, is_double, n_threads, etaminus, etaplus, step_min,
+                          step_max, maximize)
         return loss
+
+
+_KEYS = ("prev", "step_size")
+
+
+def _missing_state(opt, batch):
+    """The KeyError for a state dict edited by hand (torch raises one too)."""
+    for k, p in enumerate(batch.params):
+        state = opt.state.get(p, {})
+        for key in ("step",) + _KEYS:
+            if state.get(key) is None:
+                return KeyError(f"Rprop: the state of param_groups[{batch.group_index}]"
+                                f"['params'][{batch.indices[k]}] has no {key!r}")
+    return KeyError("Rprop: incomplete state")
