@@ -47,6 +47,7 @@ class Adadelta(Optimizer):
     """
 
     _elementwise_state = ("square_avg", "acc_delta")
+    _required_state = ("step", "square_avg", "acc_delta")
 
     def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0, *, maximize=False):
         if not 0.0 <= lr:

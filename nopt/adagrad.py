@@ -60,6 +60,7 @@ class Adagrad(Optimizer):
     """
 
     _elementwise_state = ("sum",)
+    _required_state = ("step", "sum")
 
     def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0,
                  initial_accumulator_value=0, eps=1e-10, *, maximize=False):

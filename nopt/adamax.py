@@ -51,6 +51,7 @@ class Adamax(Optimizer):
     """
 
     _elementwise_state = _KEYS
+    _required_state = ("step", "exp_avg", "exp_inf")
 
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, *,
                  maximize=False):

@@ -56,6 +56,7 @@ class ASGD(Optimizer):
     """
 
     _elementwise_state = ("ax",)
+    _required_state = ("step", "eta", "mu", "ax")
 
     def __init__(self, params, lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, weight_decay=0, *,
                  maximize=False):

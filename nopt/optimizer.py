@@ -145,6 +145,9 @@ class Optimizer:
     # State keys whose arrays have the parameter's shape (checked on load,
     # and kept in flat per-group buffers).
     _elementwise_state = ()
+    # Keys every non-empty per-parameter state must hold, whatever the options
+    # (checked on load, so a bad checkpoint fails there and not in a step).
+    _required_state = ()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -542,6 +545,13 @@ class Optimizer:
             new_state[param] = {
                 key: self._load_state_value(k, param, key, v) for key, v in value.items()
             }
+            if value:
+                lacking = [key for key in self._required_state if new_state[param].get(key) is None]
+                if lacking:
+                    raise ValueError(
+                        f"loaded state[{k}] lacks {', '.join(map(repr, lacking))}: "
+                        f"{type(self).__name__} state needs {', '.join(self._required_state)}"
+                    )
 
         self._flatten_state(new_groups, new_state)
         self.param_groups = new_groups

@@ -73,6 +73,7 @@ class RAdam(Optimizer):
     """
 
     _elementwise_state = _KEYS
+    _required_state = ("step", "exp_avg", "exp_avg_sq")
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  decoupled_weight_decay=False, *, maximize=False):

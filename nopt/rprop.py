@@ -56,6 +56,7 @@ class Rprop(Optimizer):
     """
 
     _elementwise_state = ("prev", "step_size")
+    _required_state = ("step", "prev", "step_size")
 
     def __init__(self, params, lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50), *,
                  maximize=False):

@@ -191,6 +191,7 @@ class SparseAdam(Optimizer):
     """
 
     _elementwise_state = ("exp_avg", "exp_avg_sq")
+    _required_state = ("step", "exp_avg", "exp_avg_sq")
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, maximize=False):
         if not 0.0 < lr:

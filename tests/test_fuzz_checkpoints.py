@@ -97,10 +97,32 @@ def _mutate(sd, data):
     return sd
 
 
+from harness import run_nopt  # noqa: E402
+from optim_db import RECORDS  # noqa: E402
+
+_TRAINED = [(r.name, r, r.option_sets[-1]) for r in RECORDS if not r.sparse_grad]
+
+
+def _trained_record(record, options):
+    return run_nopt(record, options, np.float64, 3)
+
+
+@pytest.mark.parametrize("name,record,options", _TRAINED, ids=[t[0] for t in _TRAINED])
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_mutated_state_dict_of_every_optimizer_changes_nothing(name, record, options, data):
+    params, opt = _trained_record(record, options)
+    _check_mutation(params, opt, data)
+
+
 @settings(max_examples=300, deadline=None)
 @given(data=st.data())
 def test_mutated_state_dict_raises_cleanly_and_changes_nothing(data):
     params, opt = _trained()
+    _check_mutation(params, opt, data)
+
+
+def _check_mutation(params, opt, data):
     sd = copy.deepcopy(opt.state_dict())
     bad = _mutate(sd, data)
     before = snapshot(params, opt)
