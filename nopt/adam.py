@@ -88,6 +88,24 @@ def _revert(state, undo):
                 d["step"] = d["step"] - 1.0
 
 
+def _plan_then_run(optimizer, kernel):
+    """Plan every batch with ``optimizer._plan``, then make the planned kernel calls.
+
+    If planning raises, what it changed is reverted (see :func:`_revert`)
+    and no kernel runs, so a failed step changes nothing.
+    """
+    calls = []
+    undo = []
+    try:
+        for batch in optimizer._batches():
+            optimizer._plan(batch, calls, undo)
+    except BaseException:
+        _revert(optimizer.state, undo)
+        raise
+    for args in calls:
+        kernel(*args)
+
+
 def _init_state(optimizer, batch, keys, arrays, fresh, undo):
     """Create a batch's missing state, then gather and count as ``_state_step``.
 
@@ -229,16 +247,7 @@ class Adam(Optimizer):
         loss = None
         if closure is not None:
             loss = closure()
-        calls = []
-        undo = []
-        try:
-            for batch in self._batches():
-                self._plan(batch, calls, undo)
-        except BaseException:
-            _revert(self.state, undo)
-            raise
-        for args in calls:
-            _adam_kernel(*args)
+        _plan_then_run(self, _adam_kernel)
         return loss
 
     def _plan(self, batch, calls, undo):

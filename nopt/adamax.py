@@ -1,6 +1,6 @@
 """Adamax: Adam with an infinity-norm second moment."""
 from ._kernels.adamax import adamax as _adamax_kernel
-from .adam import _init_state, _revert, _split, _validate
+from .adam import _init_state, _plan_then_run, _split, _validate
 from .optimizer import Optimizer
 
 __all__ = ["Adamax"]
@@ -64,16 +64,7 @@ class Adamax(Optimizer):
         loss = None
         if closure is not None:
             loss = closure()
-        calls = []
-        undo = []
-        try:
-            for batch in self._batches():
-                self._plan(batch, calls, undo)
-        except BaseException:
-            _revert(self.state, undo)
-            raise
-        for args in calls:
-            _adamax_kernel(*args)
+        _plan_then_run(self, _adamax_kernel)
         return loss
 
     def _plan(self, batch, calls, undo):

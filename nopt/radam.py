@@ -1,6 +1,6 @@
 """RAdam: Adam with a rectified adaptive learning rate."""
 from ._kernels.radam import radam as _radam_kernel
-from .adam import _decay_terms, _init_state, _revert, _split, _validate
+from .adam import _decay_terms, _init_state, _plan_then_run, _split, _validate
 from .optimizer import Optimizer
 
 __all__ = ["RAdam"]
@@ -87,16 +87,7 @@ class RAdam(Optimizer):
         loss = None
         if closure is not None:
             loss = closure()
-        calls = []
-        undo = []
-        try:
-            for batch in self._batches():
-                self._plan(batch, calls, undo)
-        except BaseException:
-            _revert(self.state, undo)
-            raise
-        for args in calls:
-            _radam_kernel(*args)
+        _plan_then_run(self, _radam_kernel)
         return loss
 
     def _plan(self, batch, calls, undo):
