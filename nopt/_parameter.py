@@ -1,6 +1,8 @@
 """``Parameter``: an ndarray that an optimizer updates in place, with a ``.grad``."""
 import numpy as np
 
+from ._kernels._plan import grads_changed as _grads_changed
+
 __all__ = ["Parameter"]
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -144,6 +146,7 @@ class Parameter(np.ndarray):
             # SparseAdam's gradients: scipy.sparse matrices/arrays of the same shape.
             if tuple(value.shape) != self.shape:
                 raise ValueError(f"grad has shape {value.shape}; expected {self.shape}")
+            _grads_changed()
             self._grad = value
             return
         if value is not None:
@@ -158,8 +161,12 @@ class Parameter(np.ndarray):
                 raise TypeError(f"grad has dtype {value.dtype}; expected {self.dtype}")
             if isinstance(value, Parameter):
                 value = value.view(np.ndarray)
+        # Tell the optimizers' gather caches (they skip re-reading .grad
+        # while no gradient object has changed anywhere).
+        _grads_changed()
         self._grad = value
 
     @grad.deleter
     def grad(self):
+        _grads_changed()
         self._grad = None

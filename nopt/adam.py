@@ -12,6 +12,7 @@ runs the kernels, so an error leaves everything as it was.
 import numbers
 
 from ._kernels.adam import adam as _adam_kernel
+from ._kernels._plan import StateDict
 from .optimizer import Optimizer
 
 __all__ = ["Adam", "AdamW"]
@@ -106,7 +107,7 @@ def _plan_then_run(optimizer, kernel):
         kernel(*args)
 
 
-def _init_state(optimizer, batch, keys, arrays, fresh, undo):
+def _init_state(optimizer, batch, keys, arrays, fresh, undo, cache=None):
     """Create a batch's missing state, then gather and count as ``_state_step``.
 
     Called when ``optimizer._state_step(batch.params, keys)`` reported
@@ -115,6 +116,8 @@ def _init_state(optimizer, batch, keys, arrays, fresh, undo):
     (naming the parameter) before anything changes. Then each empty state is
     filled, as torch's lazy initialisation does: ``fresh`` (``step`` first,
     other scalars) and a flat zero array per key of ``arrays``.
+
+    ``cache`` is passed on to ``Optimizer._state_step``.
 
     Returns
     -------
@@ -140,7 +143,7 @@ def _init_state(optimizer, batch, keys, arrays, fresh, undo):
             )
     zeros = [optimizer._flat_zeros(new) for _ in arrays]
     for i, p in enumerate(new):
-        entry = dict(fresh)
+        entry = StateDict(fresh)
         for key, column in zip(arrays, zeros):
             entry[key] = column[i]
         before = state.get(p)
@@ -149,7 +152,7 @@ def _init_state(optimizer, batch, keys, arrays, fresh, undo):
             state[p] = entry
         else:
             before.update(entry)
-    columns, missing, steps, common = optimizer._state_step(params, keys)
+    columns, missing, steps, common = optimizer._state_step(params, keys, cache=cache)
     if missing:  # (cannot happen: every state is now complete)
         raise RuntimeError("optimizer state could not be initialised")
     return columns, steps, common
@@ -255,9 +258,11 @@ class Adam(Optimizer):
         group = batch.group
         amsgrad = group["amsgrad"]
         keys = _KEYS_AMSGRAD if amsgrad else _KEYS
-        columns, missing, steps, common = self._state_step(batch.params, keys)
+        # A step cache per batch: an unchanged many-array group skips re-reading its state.
+        tag = (batch.group_index, batch.is_double)
+        columns, missing, steps, common = self._state_step(batch.params, keys, cache=tag)
         if missing:
-            columns, steps, common = _init_state(self, batch, keys, keys, _FRESH, undo)
+            columns, steps, common = _init_state(self, batch, keys, keys, _FRESH, undo, tag)
         undo.append(batch.params)
         if common is not None:
             parts = ((common, batch.params, batch.grads, columns),)

@@ -70,9 +70,10 @@ class Adamax(Optimizer):
     def _plan(self, batch, calls, undo):
         """Count the batch's step and append its kernel calls (nothing runs yet)."""
         group = batch.group
-        columns, missing, steps, common = self._state_step(batch.params, _KEYS)
+        tag = (batch.group_index, batch.is_double)
+        columns, missing, steps, common = self._state_step(batch.params, _KEYS, cache=tag)
         if missing:
-            columns, steps, common = _init_state(self, batch, _KEYS, _KEYS, _FRESH, undo)
+            columns, steps, common = _init_state(self, batch, _KEYS, _KEYS, _FRESH, undo, tag)
         undo.append(batch.params)
         if common is not None:
             parts = ((common, batch.params, batch.grads, columns),)

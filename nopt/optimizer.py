@@ -10,12 +10,13 @@ import itertools
 import math
 import numbers
 import warnings
-from collections import OrderedDict, defaultdict
+from collections import OrderedDict
 from itertools import chain
 
 import numpy as np
 
 from ._kernels import _plan
+from ._kernels._plan import StateDict, StateMap
 from ._parameter import Parameter
 
 __all__ = [
@@ -138,8 +139,11 @@ class Optimizer:
     Attributes
     ----------
     param_groups : list of dict
-    state : collections.defaultdict
-        Per-parameter state, keyed by the Parameter, with torch's key names.
+    state : StateMap
+        Per-parameter state, keyed by the Parameter, with torch's key names:
+        a dict that, like torch's ``defaultdict(dict)``, gives a new empty
+        state dict for a parameter it does not hold yet. Its dicts note their
+        own changes, so a step can skip re-reading state that did not change.
     """
 
     # State keys whose arrays have the parameter's shape (checked on load,
@@ -175,7 +179,7 @@ class Optimizer:
                 "optimizer parameters need to be organized in ordered collections, but "
                 "the ordering of tensors in sets will change between runs. Please use a list instead."
             )
-        self.state = defaultdict(dict)
+        self.state = StateMap()
         self.param_groups = []
 
         param_groups = list(params)
@@ -348,8 +352,14 @@ class Optimizer:
         """:meth:`_state_column` for several keys: ``([column, ...], n_missing_any)``."""
         return _plan.columns(self.state, params, tuple(keys))
 
-    def _state_step(self, params, keys, step_key="step"):
+    def _state_step(self, params, keys, step_key="step", cache=None):
         """Gather state arrays and count a step, touching each state dict once.
+
+        ``cache`` (any hashable naming the call site, e.g. the group index)
+        keeps what was read for the next step (see ``_plan.StepCache``):
+        while no state dict, state map or parameter list changed, the next
+        step only writes the new counts. Only for keys holding arrays, which
+        nothing but Python code replaces; the columns are then read-only.
 
         Returns
         -------
@@ -363,7 +373,15 @@ class Optimizer:
         common : float or None
             The shared count when all are equal (the usual case), else None.
         """
-        return _plan.columns_and_increment(self.state, params, tuple(keys), step_key)
+        step_cache = None
+        if cache is not None:
+            caches = self.__dict__.get("_step_caches")
+            if caches is None or len(caches) > 256:
+                caches = self._step_caches = {}
+            step_cache = caches.get(cache)
+            if step_cache is None:
+                step_cache = caches[cache] = _plan.StepCache()
+        return _plan.columns_and_increment(self.state, params, tuple(keys), step_key, step_cache)
 
     def _increment_state(self, params, key="step"):
         """Add 1 to the float ``self.state[p][key]`` of every parameter.
@@ -537,14 +555,14 @@ class Optimizer:
                 new_group["param_names"] = group["param_names"]
             new_groups.append(new_group)
 
-        new_state = defaultdict(dict)
+        new_state = StateMap()
         for k, value in saved_state.items():
             param = id_map[k]
             if not isinstance(value, dict):
                 raise TypeError(f"loaded state for parameter id {k} must be a dict, got {type(value).__name__}")
-            new_state[param] = {
-                key: self._load_state_value(k, param, key, v) for key, v in value.items()
-            }
+            new_state[param] = StateDict(
+                {key: self._load_state_value(k, param, key, v) for key, v in value.items()}
+            )
             if value:
                 lacking = [key for key in self._required_state if new_state[param].get(key) is None]
                 if lacking:
