@@ -77,103 +77,81 @@ def grads_changed():
 
 
 @cython.auto_pickle(False)
-cdef class StateDict(dict):
-    """One parameter's optimizer state: a dict that notes its own changes.
+cdef class _NotingDict(dict):
+    """A dict whose every mutating method first calls ``_changed``."""
 
-    Behaves exactly as a dict (``isinstance(d, dict)`` holds; copies are
-    plain dicts). Each mutating method first marks the dict as changed, so
-    the optimizer's step cache re-reads it; nothing else differs.
-    """
-    cdef unsigned long long owner
+    cdef void _changed(self) noexcept:
+        pass
 
     def __setitem__(self, key, value):
-        self.owner = 0
+        self._changed()
         PyDict_SetItem(self, key, value)
 
     def __delitem__(self, key):
-        self.owner = 0
+        self._changed()
         dict.__delitem__(self, key)
 
     def __ior__(self, other):
-        self.owner = 0
+        self._changed()
         dict.update(self, other)
         return self
 
     def clear(self):
-        self.owner = 0
+        self._changed()
         dict.clear(self)
 
     def pop(self, *args):
-        self.owner = 0
+        self._changed()
         return dict.pop(self, *args)
 
     def popitem(self):
-        self.owner = 0
+        self._changed()
         return dict.popitem(self)
 
     def setdefault(self, key, default=None):
-        self.owner = 0
+        self._changed()
         return dict.setdefault(self, key, default)
 
     def update(self, *args, **kwargs):
-        self.owner = 0
+        self._changed()
         dict.update(self, *args, **kwargs)
 
     def __reduce__(self):
-        return (StateDict, (dict(self),))
+        return (type(self), (dict(self),))
 
 
 @cython.auto_pickle(False)
-cdef class StateMap(dict):
+cdef class StateDict(_NotingDict):
+    """One parameter's optimizer state: a dict that notes its own changes.
+
+    Behaves exactly as a dict (``isinstance(d, dict)`` holds; copies are
+    plain dicts). Each mutating method first marks the dict as changed
+    (``owner = 0``), so a step cache re-reads it; nothing else differs.
+    """
+    cdef unsigned long long owner
+
+    cdef void _changed(self) noexcept:
+        self.owner = 0
+
+
+@cython.auto_pickle(False)
+cdef class StateMap(_NotingDict):
     """An optimizer's ``state``: parameter -> StateDict, like ``defaultdict(dict)``.
 
     Looking up a parameter that has no state yet inserts (and returns) an
     empty StateDict, as torch's ``defaultdict(dict)`` does. Every mutating
-    method moves ``version``, so step caches built from the map are re-read.
+    method moves ``version``, so step caches built from the map re-read it.
     """
     cdef unsigned long long version
+
+    cdef void _changed(self) noexcept:
+        self.version += 1
 
     def __missing__(self, key):
         d = StateDict()
         self.version += 1
         PyDict_SetItem(self, key, d)
         return d
-
-    def __setitem__(self, key, value):
-        self.version += 1
-        PyDict_SetItem(self, key, value)
-
-    def __delitem__(self, key):
-        self.version += 1
-        dict.__delitem__(self, key)
-
-    def __ior__(self, other):
-        self.version += 1
-        dict.update(self, other)
-        return self
-
-    def clear(self):
-        self.version += 1
-        dict.clear(self)
-
-    def pop(self, *args):
-        self.version += 1
-        return dict.pop(self, *args)
-
-    def popitem(self):
-        self.version += 1
-        return dict.popitem(self)
-
-    def setdefault(self, key, default=None):
-        self.version += 1
-        return dict.setdefault(self, key, default)
-
-    def update(self, *args, **kwargs):
-        self.version += 1
-        dict.update(self, *args, **kwargs)
-
-    def __reduce__(self):
-        return (StateMap, (dict(self),))
 
 
 def get_max_threads():
