@@ -3,21 +3,11 @@ import math
 
 import numpy as np
 
-from ._linesearch import (
-    ClosureLine,
-    FlatParams,
-    NonFiniteError,
-    StepReport,
-    check_common_options,
-    loss_value,
-    wolfe_search,
-)
-from .lbfgs import MAX_LS, _absmax, _check_state, _coerce_state
-from .optimizer import Optimizer
+from ._closure_optimizer import ClosureOptimizer, absmax as _absmax
+from ._linesearch import ClosureLine, StepReport, check_common_options, wolfe_search
 
 __all__ = ["CG"]
 
-_GROUP_ERROR = "CG doesn't support per-parameter options (parameter groups)"
 BETA_RULES = ("PR+", "FR", "PR", "HS", "DY")
 # Sufficient descent asked of every new direction: g.d <= -SIGMA |g|^2
 # (scipy's CG uses the same constant, sigma_3, for its PR+ check).
@@ -42,7 +32,7 @@ def _beta(rule, gg1, g1g0, gg0, dg1, dg0):
     return beta
 
 
-class CG(Optimizer):
+class CG(ClosureOptimizer):
     r"""Nonlinear conjugate gradient with a choice of :math:`\beta` rule.
 
     Each :meth:`step` runs up to ``max_iter`` iterations of
@@ -134,89 +124,19 @@ class CG(Optimizer):
                         restart_every=None if restart_every is None else int(restart_every),
                         c1=float(c1), c2=float(c2))
         super().__init__(params, defaults)
-        self._flat = None
-        self._x0 = None
-        self.last_step = None
-        self.max_ls = MAX_LS
-
-    def __setstate__(self, state):
-        super().__setstate__(state)
-        self.__dict__.setdefault("max_ls", MAX_LS)
-
-    def add_param_group(self, param_group):
-        if self.param_groups:
-            raise ValueError(_GROUP_ERROR)
-        super().add_param_group(param_group)
-
-    def _flat_params(self):
-        params = self.param_groups[0]["params"]
-        flat = getattr(self, "_flat", None)
-        if flat is None or not flat.matches(params):
-            flat = self._flat = FlatParams(params)
-            self._x0 = None
-        return flat
-
-    def load_state_dict(self, state_dict):
-        """Load a state dict, checking CG's flat arrays against the parameters."""
-        before = (self.param_groups, self.state)
-        super().load_state_dict(state_dict)
-        try:
-            if len(self.param_groups) != 1:
-                raise ValueError(_GROUP_ERROR)
-            flat = FlatParams(self.param_groups[0]["params"])
-            state = self.state.get(flat.params[0])
-            if state:
-                _check_state(state, flat, lists=())
-        except (TypeError, ValueError):
-            self.param_groups, self.state = before
-            raise
-
-    def step(self, closure):
-        """Run up to ``max_iter`` iterations; return the closure's first loss.
-
-        Parameters
-        ----------
-        closure : callable
-            Sets ``.grad`` on the parameters and returns the loss.
-        """
-        return self._step(closure)
 
     def _step(self, closure, on_iter=None):
         """``step`` with ``on_iter(loss, prev_loss) -> reason or None`` after each iteration."""
-        if closure is None or not callable(closure):
-            raise TypeError(
-                "CG.step needs a closure: a callable that sets .grad on the parameters "
-                "and returns the loss"
-            )
-        if len(self.param_groups) != 1:
-            raise ValueError(_GROUP_ERROR)
-        group = self.param_groups[0]
+        group, flat, state = self._begin(closure)
         max_iter = group["max_iter"]
         max_eval = group["max_eval"]
         tolerance_grad = group["tolerance_grad"]
         tolerance_change = group["tolerance_change"]
         rule = group["beta"]
         c1, c2 = group["c1"], group["c2"]
-
-        flat = self._flat_params()
         restart_every = group["restart_every"] or max(flat.numel, 1)
-        state = self.state[flat.params[0]]
-        _coerce_state(state, flat)
-
-        orig_loss = closure()
-        loss = loss_value(orig_loss)
-        g = flat.gather_grad()
-        gmax = _absmax(g)
-        if not (math.isfinite(loss) and math.isfinite(gmax)):
-            what = "loss" if not math.isfinite(loss) else "gradient"
-            raise NonFiniteError(
-                f"CG: the closure returned a non-finite {what} (loss={loss}) at the "
-                "current parameters; nothing was changed"
-            )
-        state.setdefault("func_evals", 0)
-        state.setdefault("n_iter", 0)
+        orig_loss, loss, g, gmax = self._first_evaluation(closure, flat, state)
         current_evals = 1
-        state["func_evals"] += 1
         if gmax <= tolerance_grad:
             self.last_step = StepReport("gtol", 0, 1, loss, g)
             return orig_loss
@@ -226,9 +146,7 @@ class CG(Optimizer):
         prev_g = state.get("prev_flat_grad")
         prev_loss = state.get("prev_loss")
         since = state.get("n_since_restart", 0)
-        x0 = getattr(self, "_x0", None)
-        if x0 is None or x0.dtype != flat.dtype or x0.size != flat.numel:
-            self._x0 = np.empty(flat.numel, dtype=flat.dtype)
+        self._x0_buffer(flat)
 
         n_iter = 0
         reason = "max_iter"

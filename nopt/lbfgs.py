@@ -3,37 +3,19 @@ import math
 
 import numpy as np
 
+from ._closure_optimizer import ClosureOptimizer, absmax as _absmax
 from ._linesearch import (
     ClosureLine,
-    FlatParams,
     NonFiniteError,
     StepReport,
     call_closure,
     check_common_options,
-    loss_value,
     wolfe_search,
 )
-from .optimizer import Optimizer
 
 __all__ = ["LBFGS"]
 
-# Closure calls one line search may make (torch's strong-Wolfe max_ls).
-# An attribute, not a hyperparameter, so param_groups keep torch's keys.
-MAX_LS = 25
-_GROUP_ERROR = "LBFGS doesn't support per-parameter options (parameter groups)"
-
-
-def _absmax(a):
-    """max |a_i| without a temporary (nan if any a_i is nan); 0 for an empty array."""
-    if a.size == 0:
-        return 0.0
-    hi, lo = a.max(), a.min()
-    if hi != hi or lo != lo:
-        return float("nan")
-    return max(hi, -lo)
-
-
-class LBFGS(Optimizer):
+class LBFGS(ClosureOptimizer):
     r"""Limited-memory BFGS, with ``torch.optim.LBFGS``'s API and state.
 
     Each :meth:`step` runs up to ``max_iter`` iterations of
@@ -142,71 +124,12 @@ class LBFGS(Optimizer):
                         tolerance_grad=tolerance_grad, tolerance_change=tolerance_change,
                         history_size=int(history_size), line_search_fn=line_search_fn)
         super().__init__(params, defaults)
-        self._flat = None
-        self._x0 = None
-        self.last_step = None
-        self.max_ls = MAX_LS
 
-    def __setstate__(self, state):
-        super().__setstate__(state)
-        self.__dict__.setdefault("max_ls", MAX_LS)
-
-    def add_param_group(self, param_group):
-        if self.param_groups:
-            raise ValueError(_GROUP_ERROR)
-        super().add_param_group(param_group)
-
-    # ------------------------------------------------------------------ helpers
-    def _flat_params(self):
-        params = self.param_groups[0]["params"]
-        flat = getattr(self, "_flat", None)
-        if flat is None or not flat.matches(params):
-            flat = self._flat = FlatParams(params)
-            self._x0 = None
-        return flat
-
-    def _x0_buffer(self, flat):
-        x0 = getattr(self, "_x0", None)
-        if x0 is None or x0.dtype != flat.dtype or x0.size != flat.numel:
-            self._x0 = np.empty(flat.numel, dtype=flat.dtype)
-        return self._x0
-
-    def load_state_dict(self, state_dict):
-        """Load a state dict, checking LBFGS's flat arrays against the parameters."""
-        before = (self.param_groups, self.state)
-        super().load_state_dict(state_dict)
-        try:
-            if len(self.param_groups) != 1:
-                raise ValueError(_GROUP_ERROR)
-            flat = FlatParams(self.param_groups[0]["params"])
-            state = self.state.get(flat.params[0])
-            if state:
-                _check_state(state, flat)
-        except (TypeError, ValueError):
-            self.param_groups, self.state = before
-            raise
-
-    # ------------------------------------------------------------------ step
-    def step(self, closure):
-        """Run up to ``max_iter`` iterations; return the closure's first loss.
-
-        Parameters
-        ----------
-        closure : callable
-            Sets ``.grad`` on the parameters and returns the loss.
-        """
-        return self._step(closure)
+    _state_lists = ("old_dirs", "old_stps")
 
     def _step(self, closure, on_iter=None):
         """``step`` with ``on_iter(loss, prev_loss) -> reason or None`` after each iteration."""
-        if closure is None or not callable(closure):
-            raise TypeError(
-                "LBFGS.step needs a closure: a callable that sets .grad on the parameters "
-                "and returns the loss"
-            )
-        if len(self.param_groups) != 1:
-            raise ValueError(_GROUP_ERROR)
-        group = self.param_groups[0]
+        group, flat, state = self._begin(closure)
         lr = group["lr"]
         max_iter = group["max_iter"]
         max_eval = group["max_eval"]
@@ -214,28 +137,10 @@ class LBFGS(Optimizer):
         tolerance_change = group["tolerance_change"]
         line_search_fn = group["line_search_fn"]
         history_size = group["history_size"]
-
-        flat = self._flat_params()
         S = flat.dtype.type
         eps = float(np.finfo(flat.dtype).eps)
-        # Global state, kept on the first parameter as torch does.
-        state = self.state[flat.params[0]]
-        _coerce_state(state, flat)
-
-        orig_loss = closure()
-        loss = loss_value(orig_loss)
-        flat_grad = flat.gather_grad()
-        gmax = _absmax(flat_grad)
-        if not (math.isfinite(loss) and math.isfinite(gmax)):
-            what = "loss" if not math.isfinite(loss) else "gradient"
-            raise NonFiniteError(
-                f"LBFGS: the closure returned a non-finite {what} (loss={loss}) at the "
-                "current parameters; nothing was changed"
-            )
-        state.setdefault("func_evals", 0)
-        state.setdefault("n_iter", 0)
+        orig_loss, loss, flat_grad, gmax = self._first_evaluation(closure, flat, state)
         current_evals = 1
-        state["func_evals"] += 1
         if gmax <= tolerance_grad:
             self.last_step = StepReport("gtol", 0, 1, loss, flat_grad)
             return orig_loss
@@ -420,54 +325,3 @@ def _two_loop(flat_grad, old_dirs, old_stps, ro, H_diag, al, S):
         np.multiply(old_stps[i], S(al[i]) - be_i, out=tmp)
         d += tmp
     return d
-
-
-def _coerce_state(state, flat):
-    """Bring loaded flat arrays to the flat vector's dtype (load casts to the first param's)."""
-    for key in ("d", "prev_flat_grad"):
-        v = state.get(key)
-        if isinstance(v, np.ndarray) and v.dtype != flat.dtype:
-            state[key] = v.astype(flat.dtype)
-    for key in ("old_dirs", "old_stps"):
-        v = state.get(key)
-        if v and any(a.dtype != flat.dtype for a in v):
-            state[key] = [a.astype(flat.dtype) for a in v]
-
-
-def _check_state(state, flat, arrays=("d", "prev_flat_grad"), lists=("old_dirs", "old_stps")):
-    """Check loaded LBFGS/CG state against the flattened parameters."""
-    shape = (flat.numel,)
-
-    def check_array(where, v):
-        if not isinstance(v, np.ndarray):
-            raise TypeError(f"loaded state {where} must be an array, got {type(v).__name__}")
-        if v.shape != shape:
-            raise ValueError(
-                f"loaded state {where} has shape {v.shape}; expected {shape} "
-                "(all parameters flattened)"
-            )
-
-    for key in arrays:
-        v = state.get(key)
-        if v is not None:
-            check_array(f"['{key}']", v)
-    lengths = set()
-    for key in lists:
-        v = state.get(key)
-        if v is None:
-            continue
-        if not isinstance(v, list):
-            raise TypeError(f"loaded state ['{key}'] must be a list, got {type(v).__name__}")
-        for i, a in enumerate(v):
-            check_array(f"['{key}'][{i}]", a)
-        lengths.add(len(v))
-    if "ro" in state and state["ro"] is not None and lists == ("old_dirs", "old_stps"):
-        if not isinstance(state["ro"], list):
-            raise TypeError("loaded state ['ro'] must be a list")
-        lengths.add(len(state["ro"]))
-    if len(lengths) > 1:
-        raise ValueError("loaded state ['old_dirs'], ['old_stps'] and ['ro'] have different lengths")
-    for key in ("func_evals", "n_iter"):
-        v = state.get(key)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0):
-            raise ValueError(f"loaded state ['{key}'] must be an int >= 0, got {v!r}")
