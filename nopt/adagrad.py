@@ -79,72 +79,66 @@ class Adagrad(Optimizer):
         super().__init__(params, defaults)
         # Eager state, as torch's constructor: only for the groups given here.
         for group in self.param_groups:
-            self._init_state(group["params"])
+            self._add_state(group["params"], [])
 
-    def _init_state(self, params):
+    def _add_state(self, params, undo):
+        """Fresh state (``step`` 0, ``sum`` filled) for ``params``, noted in ``undo``."""
         value = self.defaults["initial_accumulator_value"]
         for dtype in (np.float32, np.float64):
             same = [p for p in params if p.dtype == dtype]
             for p, acc in zip(same, self._flat_zeros(same)):
                 acc.fill(value)
-                state = self.state[p]
-                state["step"] = 0.0
-                state["sum"] = acc
+                self._fresh_state(p, undo).update(step=0.0, sum=acc)
 
-    def _checked_batches(self):
-        try:
-            return self._batches()
-        except TypeError:
-            sparse = sys.modules.get("scipy.sparse")
-            if sparse is not None:
-                for gi, group in enumerate(self.param_groups):
-                    for pi, p in enumerate(group["params"]):
-                        g = getattr(p, "grad", None)
-                        if sparse.issparse(g):
-                            raise TypeError(
-                                f"the grad of param_groups[{gi}]['params'][{pi}] is a scipy.sparse "
-                                f"{type(g).__name__}; Adagrad supports dense gradients only "
-                                "(pass grad.toarray(), or use nopt.SparseAdam)"
-                            ) from None
-            raise
+    def _init_state(self, batch, keys, undo):
+        """State for the batch's parameters that have none (groups added after the constructor)."""
+        self._add_state([p for p in batch.params if not self.state.get(p)], undo)
 
     def step(self, closure=None):
         """Perform one optimization step; return the closure's loss if given."""
-        loss = None
-        if closure is not None:
-            loss = closure()
-        # Plan every call first (state, step counts, step sizes, work tables),
-        # then run the kernels: an error while planning changes nothing.
-        calls, counted = [], []
+        loss = None if closure is None else closure()
         try:
-            for batch in self._checked_batches():
-                group, params = batch.group, batch.params
-                (sums,), missing, steps, common = self._state_step(params, _KEYS)
-                if missing:
-                    self._init_state([p for p in params if not self.state.get(p)])
-                    (sums,), missing, steps, common = self._state_step(params, _KEYS)
-                    if missing:
-                        raise _missing_state(self, batch)
-                counted.append((params, steps))
-                flags = (group["eps"], group["weight_decay"], group["maximize"])
-                if common is not None:
-                    # The usual case: every parameter at the same count, one call.
-                    table = self._table([params, batch.grads, sums], batch.group_index)
-                    calls.append((table, batch.is_double, _clr(group, common)) + flags)
-                    continue
-                # The step size depends on the step count: one call per count.
-                for step, keep in self._split_by(params, steps):
-                    table = self._table([[params[k] for k in keep], [batch.grads[k] for k in keep],
-                                         [sums[k] for k in keep]], (batch.group_index, keep[0]))
-                    calls.append((table, batch.is_double, _clr(group, step)) + flags)
-        except BaseException:
-            for params, steps in counted:
-                for p, step in zip(params, steps):
-                    self.state[p]["step"] = step - 1.0
+            self._plan_then_run()
+        except TypeError:
+            # (A scipy.sparse gradient fails the checks in _batches; looked
+            # for only then, so a good step pays nothing for the clearer message.)
+            self._check_dense()
             raise
-        for (ptrs, chunks, n_threads), is_double, clr, eps, weight_decay, maximize in calls:
-            _adagrad_kernel(ptrs, chunks, is_double, n_threads, clr, eps, weight_decay, maximize)
         return loss
+
+    def _check_dense(self):
+        """Raise Adagrad's own TypeError if a gradient is a scipy.sparse matrix."""
+        sparse = sys.modules.get("scipy.sparse")
+        if sparse is None:
+            return
+        for gi, group in enumerate(self.param_groups):
+            for pi, p in enumerate(group["params"]):
+                g = getattr(p, "grad", None)
+                if sparse.issparse(g):
+                    raise TypeError(
+                        f"the grad of param_groups[{gi}]['params'][{pi}] is a scipy.sparse "
+                        f"{type(g).__name__}; Adagrad supports dense gradients only "
+                        "(pass grad.toarray(), or use nopt.SparseAdam)"
+                    ) from None
+
+    def _plan(self, batch, calls, undo):
+        """Count the batch's step and append its kernel calls (nothing runs yet)."""
+        group, params = batch.group, batch.params
+        (sums,), steps, common = self._count_step(batch, _KEYS, undo)
+        flags = (group["eps"], group["weight_decay"], group["maximize"])
+        if common is not None:
+            # The usual case: every parameter at the same count, one call.
+            ptrs, chunks, n_threads = self._table([params, batch.grads, sums], batch.group_index)
+            calls.append((_adagrad_kernel, (ptrs, chunks, batch.is_double, n_threads,
+                                            _clr(group, common)) + flags))
+            return
+        # The step size depends on the step count: one call per count.
+        for step, keep in self._split_by(params, steps):
+            ptrs, chunks, n_threads = self._table(
+                [[params[k] for k in keep], [batch.grads[k] for k in keep], [sums[k] for k in keep]],
+                (batch.group_index, keep[0]))
+            calls.append((_adagrad_kernel, (ptrs, chunks, batch.is_double, n_threads,
+                                            _clr(group, step)) + flags))
 
 
 _KEYS = ("sum",)
@@ -154,13 +148,3 @@ def _clr(group, step):
     """torch's decayed step size for the ``step``-th step."""
     return group["lr"] / (1 + (step - 1) * group["lr_decay"])
 
-
-def _missing_state(opt, batch):
-    """The KeyError for a state dict edited by hand (torch raises one too)."""
-    for k, p in enumerate(batch.params):
-        state = opt.state.get(p, {})
-        for key in ("step",) + _KEYS:
-            if state.get(key) is None:
-                return KeyError(f"Adagrad: the state of param_groups[{batch.group_index}]"
-                                f"['params'][{batch.indices[k]}] has no {key!r}")
-    return KeyError("Adagrad: incomplete state")

@@ -1,25 +1,24 @@
 """Adam and AdamW, with AMSGrad, maximize and coupled or decoupled weight decay.
 
 This module also holds the helpers the other Adam-family optimizers
-(Adamax, NAdam, RAdam) share: hyperparameter validation, the checked, lazy
-creation of per-parameter state, and undoing a step whose planning failed.
+(Adamax, NAdam, RAdam) share: hyperparameter validation and the checked,
+lazy creation of per-parameter state.
 
-A step of any of them plans every batch first (``Optimizer._state_step``
-gathers the state and counts the step in one pass; the scalars are computed
-in Python; ``Optimizer._table`` reuses last step's work table) and only then
-runs the kernels, so an error leaves everything as it was.
+A step of any of them is ``Optimizer._plan_then_run``: every batch is
+planned first (``Optimizer._count_step`` gathers the state and counts the
+step in one pass; the scalars are computed in Python; ``Optimizer._table``
+reuses last step's work table) and only then do the kernels run, so an
+error leaves everything as it was.
 """
 import numbers
 
 from ._kernels.adam import adam as _adam_kernel
-from ._kernels._plan import StateDict
 from .optimizer import Optimizer
 
 __all__ = ["Adam", "AdamW"]
 
 _KEYS = ("exp_avg", "exp_avg_sq")
 _KEYS_AMSGRAD = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
-_FRESH = {"step": 0.0}
 
 
 # ---------------------------------------------------------------- shared helpers
@@ -64,71 +63,22 @@ def _validate(lr, betas, eps, weight_decay, **extra):
     return betas
 
 
-def _revert(state, undo):
-    """Undo what planning a step changed, when planning fails part-way.
+def _init_state(optimizer, batch, keys, undo):
+    """``Optimizer._init_state`` of the Adam family: check, then create missing state.
 
-    A step plans every batch (counts the steps, creates fresh state,
-    computes the scalars, builds the tables: everything that can raise)
-    before any kernel runs. ``undo`` lists what was changed, in order: a list
-    of parameters whose step was counted, or a ``(parameter, before)`` pair
-    for a state created from nothing (``before``: its empty dict, or None).
-    Counts go back down by one (exact for whole counts, the only ones torch
-    and nopt store; the restored count is a float) and fresh states are
-    removed again, so a failed step changes nothing.
-    """
-    for entry in reversed(undo):
-        if type(entry) is tuple:
-            p, before = entry
-            if before is None:
-                state.pop(p, None)
-            else:
-                before.clear()
-        else:
-            for p in entry:
-                d = state[p]
-                d["step"] = d["step"] - 1.0
-
-
-def _plan_then_run(optimizer, kernel):
-    """Plan every batch with ``optimizer._plan``, then make the planned kernel calls.
-
-    If planning raises, what it changed is reverted (see :func:`_revert`)
-    and no kernel runs, so a failed step changes nothing.
-    """
-    calls = []
-    undo = []
-    try:
-        for batch in optimizer._batches():
-            optimizer._plan(batch, calls, undo)
-    except BaseException:
-        _revert(optimizer.state, undo)
-        raise
-    for args in calls:
-        kernel(*args)
-
-
-def _init_state(optimizer, batch, keys, arrays, fresh, undo, cache=None):
-    """Create a batch's missing state, then gather and count as ``_state_step``.
-
-    Called when ``optimizer._state_step(batch.params, keys)`` reported
-    missing entries (and so changed nothing). Every non-empty state of the
-    batch is checked first: one without all of ``fresh`` and ``arrays`` raises
-    (naming the parameter) before anything changes. Then each empty state is
-    filled, as torch's lazy initialisation does: ``fresh`` (``step`` first,
-    other scalars) and a flat zero array per key of ``arrays``.
-
-    ``cache`` is passed on to ``Optimizer._state_step``.
-
-    Returns
-    -------
-    columns, steps, common
-        As ``Optimizer._state_step``, with nothing missing.
+    The class's ``_fresh`` dict holds the scalars a new state starts with
+    (``step`` first); the other ``keys`` are arrays. Every non-empty state of
+    the batch is checked first: one without all of them raises (naming the
+    parameter) before anything changes. Then each empty state is filled, as
+    torch's lazy initialisation does: the scalars, and a flat zero array per
+    array key.
     """
     state = optimizer.state
-    params = batch.params
+    fresh = optimizer._fresh
+    arrays = [key for key in keys if key not in fresh]
     wanted = tuple(fresh) + tuple(arrays)
     new = []
-    for k, p in enumerate(params):
+    for k, p in enumerate(batch.params):
         s = state.get(p)
         if not s:
             new.append(p)
@@ -143,19 +93,10 @@ def _init_state(optimizer, batch, keys, arrays, fresh, undo, cache=None):
             )
     zeros = [optimizer._flat_zeros(new) for _ in arrays]
     for i, p in enumerate(new):
-        entry = StateDict(fresh)
+        entry = optimizer._fresh_state(p, undo)
+        entry.update(fresh)
         for key, column in zip(arrays, zeros):
             entry[key] = column[i]
-        before = state.get(p)
-        undo.append((p, before))
-        if before is None:
-            state[p] = entry
-        else:
-            before.update(entry)
-    columns, missing, steps, common = optimizer._state_step(params, keys, cache=cache)
-    if missing:  # (cannot happen: every state is now complete)
-        raise RuntimeError("optimizer state could not be initialised")
-    return columns, steps, common
 
 
 def _split(batch, columns, steps):
@@ -237,6 +178,9 @@ class Adam(Optimizer):
 
     _elementwise_state = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
     _required_state = ("step", "exp_avg", "exp_avg_sq")
+    # Scalars a new state starts with (see _init_state).
+    _fresh = {"step": 0.0}
+    _init_state = _init_state
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  amsgrad=False, *, maximize=False, decoupled_weight_decay=False):
@@ -247,11 +191,7 @@ class Adam(Optimizer):
 
     def step(self, closure=None):
         """Perform one optimization step; return the closure's loss if given."""
-        loss = None
-        if closure is not None:
-            loss = closure()
-        _plan_then_run(self, _adam_kernel)
-        return loss
+        return self._plan_then_run(closure)
 
     def _plan(self, batch, calls, undo):
         """Count the batch's step and append its kernel calls (nothing runs yet)."""
@@ -260,10 +200,7 @@ class Adam(Optimizer):
         keys = _KEYS_AMSGRAD if amsgrad else _KEYS
         # A step cache per batch: an unchanged many-array group skips re-reading its state.
         tag = (batch.group_index, batch.is_double)
-        columns, missing, steps, common = self._state_step(batch.params, keys, cache=tag)
-        if missing:
-            columns, steps, common = _init_state(self, batch, keys, keys, _FRESH, undo, tag)
-        undo.append(batch.params)
+        columns, steps, common = self._count_step(batch, keys, undo, cache=tag)
         if common is not None:
             parts = ((common, batch.params, batch.grads, columns),)
         else:
@@ -279,8 +216,8 @@ class Adam(Optimizer):
             inv_bc2_sqrt = 1 / bias_correction2 ** 0.5
             neg_step = -(lr / bias_correction1)
             ptrs, chunks, n_threads = self._table([params, grads, *part], (batch.group_index, k))
-            calls.append((ptrs, chunks, batch.is_double, n_threads, sign, decay, l2, 1 - beta1,
-                          beta2, inv_bc2_sqrt, eps, neg_step, amsgrad))
+            calls.append((_adam_kernel, (ptrs, chunks, batch.is_double, n_threads, sign, decay, l2,
+                                         1 - beta1, beta2, inv_bc2_sqrt, eps, neg_step, amsgrad)))
 
 
 class AdamW(Adam):

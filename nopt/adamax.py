@@ -1,12 +1,11 @@
 """Adamax: Adam with an infinity-norm second moment."""
 from ._kernels.adamax import adamax as _adamax_kernel
-from .adam import _init_state, _plan_then_run, _split, _validate
+from .adam import _init_state, _split, _validate
 from .optimizer import Optimizer
 
 __all__ = ["Adamax"]
 
 _KEYS = ("exp_avg", "exp_inf")
-_FRESH = {"step": 0.0}
 
 
 class Adamax(Optimizer):
@@ -52,6 +51,8 @@ class Adamax(Optimizer):
 
     _elementwise_state = _KEYS
     _required_state = ("step", "exp_avg", "exp_inf")
+    _fresh = {"step": 0.0}
+    _init_state = _init_state
 
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, *,
                  maximize=False):
@@ -61,20 +62,13 @@ class Adamax(Optimizer):
 
     def step(self, closure=None):
         """Perform one optimization step; return the closure's loss if given."""
-        loss = None
-        if closure is not None:
-            loss = closure()
-        _plan_then_run(self, _adamax_kernel)
-        return loss
+        return self._plan_then_run(closure)
 
     def _plan(self, batch, calls, undo):
         """Count the batch's step and append its kernel calls (nothing runs yet)."""
         group = batch.group
         tag = (batch.group_index, batch.is_double)
-        columns, missing, steps, common = self._state_step(batch.params, _KEYS, cache=tag)
-        if missing:
-            columns, steps, common = _init_state(self, batch, _KEYS, _KEYS, _FRESH, undo, tag)
-        undo.append(batch.params)
+        columns, steps, common = self._count_step(batch, _KEYS, undo, cache=tag)
         if common is not None:
             parts = ((common, batch.params, batch.grads, columns),)
         else:
@@ -87,5 +81,5 @@ class Adamax(Optimizer):
         for k, (step, params, grads, part) in enumerate(parts):
             neg_clr = -(lr / (1 - beta1 ** step))
             ptrs, chunks, n_threads = self._table([params, grads, *part], (batch.group_index, k))
-            calls.append((ptrs, chunks, batch.is_double, n_threads, sign, wd, 1 - beta1, beta2,
-                          eps, neg_clr))
+            calls.append((_adamax_kernel, (ptrs, chunks, batch.is_double, n_threads, sign, wd,
+                                           1 - beta1, beta2, eps, neg_clr)))

@@ -70,53 +70,42 @@ class ASGD(Optimizer):
 
     def step(self, closure=None):
         """Perform one optimization step; return the closure's loss if given."""
-        loss = None
-        if closure is not None:
-            loss = closure()
-        # Plan every call first (state, step counts, the next eta and mu, work
-        # tables), then run the kernels: an error while planning (such as a
-        # schedule whose eta is not real) changes nothing.
-        calls, counted = [], []
-        try:
-            for batch in self._batches():
-                group, params = batch.group, batch.params
-                (axs, etas, mus), missing, steps, common = self._state_step(params, _KEYS)
-                if missing:
-                    new = [p for p in params if not self.state.get(p)]
-                    for p, ax in zip(new, self._flat_zeros(new)):
-                        self.state[p].update(step=0.0, eta=_float32(group["lr"]), mu=1.0, ax=ax)
-                    (axs, etas, mus), missing, steps, common = self._state_step(params, _KEYS)
-                    if missing:
-                        raise _missing_state(self, batch)
-                counted.append((params, steps))
-                lambd, wd, maximize = group["lambd"], group["weight_decay"], group["maximize"]
-                n = len(params)
-                eta, mu = etas[0], mus[0]
-                if common is not None and etas.count(eta) == n and mus.count(mu) == n:
-                    # The usual case: one step count, eta and mu, one call.
-                    next_eta, next_mu = self._next(group, common)
-                    table = self._table([params, batch.grads, axs], batch.group_index)
-                    calls.append((table, batch.is_double, 1 - lambd * eta, eta, mu, wd, maximize,
-                                  params, next_eta, next_mu))
-                    continue
-                # eta and mu are per parameter: one call per distinct (step, eta, mu).
-                for (step, eta, mu), keep in self._split_by(params, list(zip(steps, etas, mus))):
-                    next_eta, next_mu = self._next(group, step)
-                    part = [params[k] for k in keep]
-                    table = self._table([part, [batch.grads[k] for k in keep], [axs[k] for k in keep]],
-                                        (batch.group_index, keep[0]))
-                    calls.append((table, batch.is_double, 1 - lambd * eta, eta, mu, wd, maximize,
-                                  part, next_eta, next_mu))
-        except BaseException:
-            for params, steps in counted:
-                for p, step in zip(params, steps):
-                    self.state[p]["step"] = step - 1.0
-            raise
-        for (ptrs, chunks, n_threads), is_double, decay, eta, mu, wd, maximize, part, \
-                next_eta, next_mu in calls:
-            _asgd_kernel(ptrs, chunks, is_double, n_threads, decay, eta, mu, wd, maximize)
-            _set_state(self.state, part, next_eta, next_mu)
-        return loss
+        return self._plan_then_run(closure)
+
+    def _plan(self, batch, calls, undo):
+        """Count the batch's step and append its calls (nothing runs yet).
+
+        Each kernel call is followed by a call storing its parameters' next
+        ``eta`` and ``mu``: planning computes them (an eta that is not real
+        raises there) but leaves the state as it was.
+        """
+        group, params = batch.group, batch.params
+        (axs, etas, mus), steps, common = self._count_step(batch, _KEYS, undo)
+        lambd, wd, maximize = group["lambd"], group["weight_decay"], group["maximize"]
+        n = len(params)
+        eta, mu = etas[0], mus[0]
+        if common is not None and etas.count(eta) == n and mus.count(mu) == n:
+            # The usual case: one step count, eta and mu, one call.
+            parts = ((common, eta, mu, params, batch.grads, axs, batch.group_index),)
+        else:
+            # eta and mu are per parameter: one call per distinct (step, eta, mu).
+            grads = batch.grads
+            parts = [(*key, [params[k] for k in keep], [grads[k] for k in keep],
+                      [axs[k] for k in keep], (batch.group_index, keep[0]))
+                     for key, keep in self._split_by(params, list(zip(steps, etas, mus)))]
+        for step, eta, mu, part, grads, ax, tag in parts:
+            next_eta, next_mu = self._next(group, step)
+            ptrs, chunks, n_threads = self._table([part, grads, ax], tag)
+            calls.append((_asgd_kernel, (ptrs, chunks, batch.is_double, n_threads, 1 - lambd * eta,
+                                         eta, mu, wd, maximize)))
+            calls.append((_set_state, (self.state, part, next_eta, next_mu)))
+
+    def _init_state(self, batch, keys, undo):
+        """State for the batch's parameters that have none: ``eta`` the lr, ``mu`` 1, ``ax`` 0."""
+        new = [p for p in batch.params if not self.state.get(p)]
+        for p, ax in zip(new, self._flat_zeros(new)):
+            self._fresh_state(p, undo).update(step=0.0, eta=_float32(batch.group["lr"]), mu=1.0,
+                                              ax=ax)
 
     @staticmethod
     def _next(group, step):
@@ -133,13 +122,3 @@ class ASGD(Optimizer):
 
 _KEYS = ("ax", "eta", "mu")
 
-
-def _missing_state(opt, batch):
-    """The KeyError for a state dict edited by hand (torch raises one too)."""
-    for k, p in enumerate(batch.params):
-        state = opt.state.get(p, {})
-        for key in ("step",) + _KEYS:
-            if state.get(key) is None:
-                return KeyError(f"ASGD: the state of param_groups[{batch.group_index}]"
-                                f"['params'][{batch.indices[k]}] has no {key!r}")
-    return KeyError("ASGD: incomplete state")

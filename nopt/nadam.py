@@ -2,7 +2,7 @@
 import struct
 
 from ._kernels.nadam import nadam as _nadam_kernel
-from .adam import _decay_terms, _init_state, _revert, _validate
+from .adam import _decay_terms, _init_state, _validate
 from .optimizer import Optimizer
 
 __all__ = ["NAdam"]
@@ -10,7 +10,6 @@ __all__ = ["NAdam"]
 _KEYS = ("exp_avg", "exp_avg_sq")
 # State gathered per step: the arrays, then the running product of mu.
 _COLUMNS = _KEYS + ("mu_product",)
-_FRESH = {"step": 0.0, "mu_product": 1.0}
 
 
 _F32 = struct.Struct("f")
@@ -19,6 +18,12 @@ _F32 = struct.Struct("f")
 def _round_f32(x):
     """``x`` rounded to float32 (to nearest), as a Python float."""
     return _F32.unpack(_F32.pack(x))[0]
+
+
+def _store(state, params, key, value):
+    """``state[p][key] = value`` for every ``p`` in ``params``."""
+    for p in params:
+        state[p][key] = value
 
 
 class NAdam(Optimizer):
@@ -77,6 +82,8 @@ class NAdam(Optimizer):
 
     _elementwise_state = _KEYS
     _required_state = ("step", "mu_product", "exp_avg", "exp_avg_sq")
+    _fresh = {"step": 0.0, "mu_product": 1.0}
+    _init_state = _init_state
 
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  momentum_decay=4e-3, decoupled_weight_decay=False, *, maximize=False):
@@ -88,33 +95,16 @@ class NAdam(Optimizer):
 
     def step(self, closure=None):
         """Perform one optimization step; return the closure's loss if given."""
-        loss = None
-        if closure is not None:
-            loss = closure()
-        calls = []
-        products = []   # (params, new mu_product): stored once every kernel has run
-        undo = []
-        try:
-            for batch in self._batches():
-                self._plan(batch, calls, products, undo)
-        except BaseException:
-            _revert(self.state, undo)
-            raise
-        for args in calls:
-            _nadam_kernel(*args)
-        state = self.state
-        for params, mu_product in products:
-            for p in params:
-                state[p]["mu_product"] = mu_product
-        return loss
+        return self._plan_then_run(closure)
 
-    def _plan(self, batch, calls, products, undo):
-        """Count the batch's step and append its kernel calls (nothing runs yet)."""
+    def _plan(self, batch, calls, undo):
+        """Count the batch's step and append its kernel calls (nothing runs yet).
+
+        Each kernel call is followed by a call storing its parameters' new
+        ``mu_product``: planning computes it but leaves the state as it was.
+        """
         group = batch.group
-        columns, missing, steps, common = self._state_step(batch.params, _COLUMNS)
-        if missing:
-            columns, steps, common = _init_state(self, batch, _COLUMNS, _KEYS, _FRESH, undo)
-        undo.append(batch.params)
+        columns, steps, common = self._count_step(batch, _COLUMNS, undo)
         exp_avgs, exp_avg_sqs, mus = columns
         beta1, beta2 = group["betas"]
         lr, psi, eps = group["lr"], group["momentum_decay"], group["eps"]
@@ -140,6 +130,7 @@ class NAdam(Optimizer):
             else:
                 streams = [params, grads, exp_avgs, exp_avg_sqs]
             ptrs, chunks, n_threads = self._table(streams, (batch.group_index, k))
-            calls.append((ptrs, chunks, batch.is_double, n_threads, sign, decay, l2, 1 - beta1,
-                          beta2, 1 / (1 - beta2 ** step), eps, c_grad, c_avg))
-            products.append((params, mu_product))
+            calls.append((_nadam_kernel, (ptrs, chunks, batch.is_double, n_threads, sign, decay, l2,
+                                          1 - beta1, beta2, 1 / (1 - beta2 ** step), eps, c_grad,
+                                          c_avg)))
+            calls.append((_store, (self.state, params, "mu_product", mu_product)))

@@ -430,6 +430,123 @@ class Optimizer:
             parts.setdefault(v, []).append(k)
         return list(parts.items())
 
+    # ------------------------------------------------------------------ plan, then run
+    # A step plans every batch first (counts the step, creates missing state,
+    # computes the scalars, builds the work tables: everything that can
+    # raise), noting each change to ``self.state`` in an undo list, and only
+    # then makes the planned calls. A failed plan is undone, so a failed step
+    # leaves the optimizer and the parameters exactly as they were.
+    def _plan_then_run(self, closure=None):
+        """Call ``closure``, plan every batch with ``self._plan``, then make the planned calls.
+
+        A subclass's ``step`` is ``return self._plan_then_run(closure)``, and
+        it defines ``_plan(batch, calls, undo)``: it appends ``(function,
+        args)`` pairs to ``calls`` (its kernel calls, and any work that must
+        follow one), and changes ``self.state`` only through
+        :meth:`_count_step` and :meth:`_fresh_state`, which note the changes
+        in ``undo``. If planning raises, :meth:`_revert` undoes them, no call
+        is made, and the error propagates.
+
+        Returns
+        -------
+        The closure's loss, or None.
+        """
+        loss = None
+        if closure is not None:
+            loss = closure()
+        calls, undo = [], []
+        try:
+            for batch in self._batches():
+                self._plan(batch, calls, undo)
+        except BaseException:
+            self._revert(undo)
+            raise
+        for function, args in calls:
+            function(*args)
+        return loss
+
+    def _count_step(self, batch, keys, undo, cache=None):
+        """:meth:`_state_step` for a batch, creating missing state first; noted in ``undo``.
+
+        ``keys`` is a tuple. When some parameter's state lacks ``step`` or
+        one of ``keys``, ``self._init_state(batch, keys, undo)`` (which the
+        subclass defines) creates it, through :meth:`_fresh_state`, or
+        raises; state still incomplete after that raises
+        :meth:`_incomplete_state`'s KeyError. ``cache``: as for
+        :meth:`_state_step` (arrays only).
+
+        Returns
+        -------
+        columns, steps, common
+            As :meth:`_state_step`, with nothing missing.
+        """
+        params = batch.params
+        # Straight to the C helper, unless a cache is wanted that _state_step
+        # has not made yet: a small step's whole set-up is a few microseconds.
+        caches = self.__dict__.get("_step_caches") if cache is not None else None
+        step_cache = caches.get(cache) if caches else None
+        if cache is None or step_cache is not None:
+            columns, missing, steps, common = _plan.columns_and_increment(
+                self.state, params, keys, "step", step_cache)
+        else:
+            columns, missing, steps, common = self._state_step(params, keys, "step", cache)
+        if missing:
+            self._init_state(batch, keys, undo)
+            columns, missing, steps, common = self._state_step(params, keys, cache=cache)
+            if missing:
+                raise self._incomplete_state(batch, keys)
+        undo.append(params)
+        return columns, steps, common
+
+    def _fresh_state(self, param, undo):
+        """``self.state[param]``, for planning to add entries to; ``undo`` notes what it held.
+
+        If the step then fails, :meth:`_revert` restores it: a parameter that
+        had no state has none again, and one that had a dict gets back
+        exactly the entries it held (a shallow copy is kept).
+        """
+        state = self.state
+        before = state.get(param)
+        undo.append((param, None if before is None else dict(before)))
+        return state[param]
+
+    def _revert(self, undo):
+        """Undo, latest first, the changes a failed plan noted in ``undo``.
+
+        An entry is a list of parameters whose step was counted (each count
+        goes back down by one: exact for the whole counts torch and nopt
+        store), or a ``(parameter, entries)`` pair from :meth:`_fresh_state`.
+        Every write is a Python-level dict write, which the step caches note.
+        """
+        state = self.state
+        for entry in reversed(undo):
+            if type(entry) is tuple:
+                param, before = entry
+                if before is None:
+                    state.pop(param, None)
+                else:
+                    current = state[param]
+                    current.clear()
+                    current.update(before)
+            else:
+                for param in entry:
+                    current = state[param]
+                    current["step"] = current["step"] - 1.0
+
+    def _incomplete_state(self, batch, keys):
+        """The KeyError for a state (edited by hand) that lacks ``step`` or one of ``keys``.
+
+        torch raises a KeyError there too; this one names the parameter.
+        """
+        name = type(self).__name__
+        for k, param in enumerate(batch.params):
+            state = self.state.get(param, {})
+            for key in ("step",) + tuple(keys):
+                if state.get(key) is None:
+                    return KeyError(f"{name}: the state of param_groups[{batch.group_index}]"
+                                    f"['params'][{batch.indices[k]}] has no {key!r}")
+        return KeyError(f"{name}: incomplete state")
+
     # ------------------------------------------------------------------ hooks
     def register_step_pre_hook(self, hook):
         """``hook(optimizer, args, kwargs) -> None or (args, kwargs)``, before each step."""

@@ -1,12 +1,11 @@
 """RAdam: Adam with a rectified adaptive learning rate."""
 from ._kernels.radam import radam as _radam_kernel
-from .adam import _decay_terms, _init_state, _plan_then_run, _split, _validate
+from .adam import _decay_terms, _init_state, _split, _validate
 from .optimizer import Optimizer
 
 __all__ = ["RAdam"]
 
 _KEYS = ("exp_avg", "exp_avg_sq")
-_FRESH = {"step": 0.0}
 
 
 def _rectification(beta2, step):
@@ -74,6 +73,8 @@ class RAdam(Optimizer):
 
     _elementwise_state = _KEYS
     _required_state = ("step", "exp_avg", "exp_avg_sq")
+    _fresh = {"step": 0.0}
+    _init_state = _init_state
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  decoupled_weight_decay=False, *, maximize=False):
@@ -84,20 +85,13 @@ class RAdam(Optimizer):
 
     def step(self, closure=None):
         """Perform one optimization step; return the closure's loss if given."""
-        loss = None
-        if closure is not None:
-            loss = closure()
-        _plan_then_run(self, _radam_kernel)
-        return loss
+        return self._plan_then_run(closure)
 
     def _plan(self, batch, calls, undo):
         """Count the batch's step and append its kernel calls (nothing runs yet)."""
         group = batch.group
         tag = (batch.group_index, batch.is_double)
-        columns, missing, steps, common = self._state_step(batch.params, _KEYS, cache=tag)
-        if missing:
-            columns, steps, common = _init_state(self, batch, _KEYS, _KEYS, _FRESH, undo, tag)
-        undo.append(batch.params)
+        columns, steps, common = self._count_step(batch, _KEYS, undo, cache=tag)
         if common is not None:
             parts = ((common, batch.params, batch.grads, columns),)
         else:
@@ -115,5 +109,5 @@ class RAdam(Optimizer):
             else:
                 coef = -(lr * rect * (1 - beta2 ** step) ** 0.5 / bias_correction1)
             ptrs, chunks, n_threads = self._table([params, grads, *part], (batch.group_index, k))
-            calls.append((ptrs, chunks, batch.is_double, n_threads, sign, decay, l2, 1 - beta1,
-                          beta2, eps, coef, rect is not None))
+            calls.append((_radam_kernel, (ptrs, chunks, batch.is_double, n_threads, sign, decay, l2,
+                                          1 - beta1, beta2, eps, coef, rect is not None)))

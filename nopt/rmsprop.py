@@ -80,48 +80,34 @@ class RMSprop(Optimizer):
 
     def step(self, closure=None):
         """Perform one optimization step; return the closure's loss if given."""
-        loss = None
-        if closure is not None:
-            loss = closure()
-        # Plan every call first (state, step counts, work tables), then run
-        # the kernels: an error while planning changes nothing.
-        calls, counted = [], []
-        try:
-            for batch in self._batches():
-                group = batch.group
-                use_momentum = group["momentum"] > 0
-                centered = bool(group["centered"])
-                keys = _KEYS[(use_momentum, centered)]
-                params = batch.params
-                cols, missing, steps, _ = self._state_step(params, keys)
-                if missing:
-                    self._init_state(params, keys)
-                    cols, missing, steps, _ = self._state_step(params, keys)
-                    if missing:
-                        raise _missing_state(self, batch, keys)
-                counted.append((params, steps))
-                # The update does not use the step count: one call for the batch.
-                table = self._table([params, batch.grads] + cols,
-                                    (batch.group_index, use_momentum, centered))
-                buf_stream = 3 if use_momentum else 0
-                avg_stream = len(keys) + 1 if centered else 0
-                calls.append((table, batch.is_double, buf_stream, avg_stream, group["lr"],
-                              group["alpha"], group["eps"], group["weight_decay"],
-                              group["momentum"], centered, group["maximize"]))
-        except BaseException:
-            for params, steps in counted:
-                for p, step in zip(params, steps):
-                    self.state[p]["step"] = step - 1.0
-            raise
-        for (ptrs, chunks, n_threads), is_double, *args in calls:
-            _rmsprop_kernel(ptrs, chunks, is_double, n_threads, *args)
-        return loss
+        return self._plan_then_run(closure)
 
-    def _init_state(self, params, keys):
+    def _plan(self, batch, calls, undo):
+        """Count the batch's step and append its kernel call (nothing runs yet)."""
+        group = batch.group
+        use_momentum = group["momentum"] > 0
+        centered = bool(group["centered"])
+        keys = _KEYS[(use_momentum, centered)]
+        cols, _, _ = self._count_step(batch, keys, undo)
+        # The update does not use the step count: one call for the batch.
+        ptrs, chunks, n_threads = self._table([batch.params, batch.grads] + cols,
+                                              (batch.group_index, use_momentum, centered))
+        buf_stream = 3 if use_momentum else 0
+        avg_stream = len(keys) + 1 if centered else 0
+        calls.append((_rmsprop_kernel, (ptrs, chunks, batch.is_double, n_threads, buf_stream,
+                                        avg_stream, group["lr"], group["alpha"], group["eps"],
+                                        group["weight_decay"], group["momentum"], centered,
+                                        group["maximize"])))
+
+    def _init_state(self, batch, keys, undo):
         """Fresh state for new parameters, and zero buffers for keys a state lacks."""
+        params = batch.params
         for p in params:
-            if not self.state.get(p):
-                self.state[p]["step"] = 0.0
+            s = self.state.get(p)
+            if not s or any(s.get(key) is None for key in keys):
+                s = self._fresh_state(p, undo)
+                if not s:
+                    s["step"] = 0.0
         for key in keys:
             missing = [p for p in params if self.state[p].get(key) is None]
             for p, buf in zip(missing, self._flat_zeros(missing)):
@@ -136,13 +122,3 @@ _KEYS = {
     (True, True): ("square_avg", "momentum_buffer", "grad_avg"),
 }
 
-
-def _missing_state(opt, batch, keys):
-    """The KeyError for a state dict edited by hand (torch raises one too)."""
-    for k, p in enumerate(batch.params):
-        state = opt.state.get(p, {})
-        for key in ("step",) + keys:
-            if state.get(key) is None:
-                return KeyError(f"RMSprop: the state of param_groups[{batch.group_index}]"
-                                f"['params'][{batch.indices[k]}] has no {key!r}")
-    return KeyError("RMSprop: incomplete state")

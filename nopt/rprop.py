@@ -69,53 +69,26 @@ class Rprop(Optimizer):
 
     def step(self, closure=None):
         """Perform one optimization step; return the closure's loss if given."""
-        loss = None
-        if closure is not None:
-            loss = closure()
-        # Plan every call first (state, step counts, work tables), then run
-        # the kernels: an error while planning changes nothing.
-        calls, counted = [], []
-        try:
-            for batch in self._batches():
-                params = batch.params
-                cols, missing, steps, _ = self._state_step(params, _KEYS)
-                if missing:
-                    new = [p for p in params if not self.state.get(p)]
-                    for p, prev, size in zip(new, self._flat_zeros(new), self._flat_zeros(new)):
-                        size.fill(batch.group["lr"])
-                        self.state[p].update(step=0.0, prev=prev, step_size=size)
-                    cols, missing, steps, _ = self._state_step(params, _KEYS)
-                    if missing:
-                        raise _missing_state(self, batch)
-                counted.append((params, steps))
-                # Fresh state needs no special case: prev = 0 keeps the step size.
-                table = self._table([params, batch.grads] + cols, batch.group_index)
-                group = batch.group
-                etaminus, etaplus = group["etas"]
-                step_min, step_max = group["step_sizes"]
-                calls.append((table, batch.is_double, etaminus, etaplus, step_min, step_max,
-                              group["maximize"]))
-        except BaseException:
-            for params, steps in counted:
-                for p, step in zip(params, steps):
-                    self.state[p]["step"] = step - 1.0
-            raise
-        for (ptrs, chunks, n_threads), is_double, etaminus, etaplus, step_min, step_max, \
-                maximize in calls:
-            _rprop_kernel(ptrs, chunks, is_double, n_threads, etaminus, etaplus, step_min,
-                          step_max, maximize)
-        return loss
+        return self._plan_then_run(closure)
+
+    def _plan(self, batch, calls, undo):
+        """Count the batch's step and append its kernel call (nothing runs yet)."""
+        cols, _, _ = self._count_step(batch, _KEYS, undo)
+        # Fresh state needs no special case: prev = 0 keeps the step size.
+        ptrs, chunks, n_threads = self._table([batch.params, batch.grads] + cols, batch.group_index)
+        group = batch.group
+        etaminus, etaplus = group["etas"]
+        step_min, step_max = group["step_sizes"]
+        calls.append((_rprop_kernel, (ptrs, chunks, batch.is_double, n_threads, etaminus, etaplus,
+                                      step_min, step_max, group["maximize"])))
+
+    def _init_state(self, batch, keys, undo):
+        """State for the batch's parameters that have none: ``prev`` 0, ``step_size`` the lr."""
+        new = [p for p in batch.params if not self.state.get(p)]
+        for p, prev, size in zip(new, self._flat_zeros(new), self._flat_zeros(new)):
+            size.fill(batch.group["lr"])
+            self._fresh_state(p, undo).update(step=0.0, prev=prev, step_size=size)
 
 
 _KEYS = ("prev", "step_size")
 
-
-def _missing_state(opt, batch):
-    """The KeyError for a state dict edited by hand (torch raises one too)."""
-    for k, p in enumerate(batch.params):
-        state = opt.state.get(p, {})
-        for key in ("step",) + _KEYS:
-            if state.get(key) is None:
-                return KeyError(f"Rprop: the state of param_groups[{batch.group_index}]"
-                                f"['params'][{batch.indices[k]}] has no {key!r}")
-    return KeyError("Rprop: incomplete state")
