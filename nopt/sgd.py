@@ -64,35 +64,33 @@ class SGD(Optimizer):
 
     def step(self, closure=None):
         """Perform one optimization step; return the closure's loss if given."""
-        loss = None
-        if closure is not None:
-            loss = closure()
-        for batch in self._batches():
-            group = batch.group
-            if group["momentum"] == 0:
-                self._run(batch, [batch.params, batch.grads], first=False)
-                continue
-            bufs, missing = self._state_column(batch.params, "momentum_buffer")
-            if not missing:
-                self._run(batch, [batch.params, batch.grads, bufs], first=False)
-                continue
-            # Fresh buffers take the gradient itself (torch clones it), so
-            # parameters with and without a buffer go in separate calls.
-            for first in (False, True):
-                keep = [k for k, b in enumerate(bufs) if (b is None) == first]
-                if not keep:
-                    continue
-                params = [batch.params[k] for k in keep]
-                if first:
-                    for p, buf in zip(params, self._flat_zeros(params)):
-                        self.state[p]["momentum_buffer"] = buf
-                part = [self.state[p]["momentum_buffer"] for p in params]
-                self._run(batch, [params, [batch.grads[k] for k in keep], part], first=first)
-        return loss
+        return self._plan_then_run(closure)
 
-    def _run(self, batch, streams, first):
+    def _plan(self, batch, calls, undo):
+        """Append the batch's kernel calls; new momentum buffers are noted in ``undo``."""
+        if batch.group["momentum"] == 0:
+            calls.append(self._call(batch, [batch.params, batch.grads], first=False))
+            return
+        bufs, missing = self._state_column(batch.params, "momentum_buffer")
+        if not missing:
+            calls.append(self._call(batch, [batch.params, batch.grads, bufs], first=False))
+            return
+        # Fresh buffers take the gradient itself (torch clones it), so
+        # parameters with and without a buffer go in separate calls.
+        for first in (False, True):
+            keep = [k for k, b in enumerate(bufs) if (b is None) == first]
+            if not keep:
+                continue
+            params = [batch.params[k] for k in keep]
+            if first:
+                for p, buf in zip(params, self._flat_zeros(params)):
+                    self._fresh_state(p, undo)["momentum_buffer"] = buf
+            part = [self.state[p]["momentum_buffer"] for p in params]
+            calls.append(self._call(batch, [params, [batch.grads[k] for k in keep], part], first))
+
+    def _call(self, batch, streams, first):
         group = batch.group
         ptrs, chunks, n_threads = self._table(streams, tag=(batch.group_index, first))
-        _sgd_kernel(ptrs, chunks, batch.is_double, n_threads, group["lr"], group["momentum"],
-                    group["dampening"], group["weight_decay"], group["nesterov"],
-                    group["maximize"], first)
+        return _sgd_kernel, (ptrs, chunks, batch.is_double, n_threads, group["lr"],
+                             group["momentum"], group["dampening"], group["weight_decay"],
+                             group["nesterov"], group["maximize"], first)

@@ -267,3 +267,56 @@ def test_closure_runs_once_before_planning(name, options):
 
     assert opt.step(closure) == 1.5
     assert len(calls) == 1
+
+
+SGD_OPTIONS = [dict(lr=0.01), dict(lr=0.01, momentum=0.9), dict(lr=0.01, momentum=0.9, nesterov=True)]
+
+
+@pytest.mark.parametrize("options", SGD_OPTIONS, ids=["plain", "momentum", "nesterov"])
+@pytest.mark.parametrize("steps_before", [0, 3])
+@pytest.mark.parametrize("fault", ["read_only_param", "grad_dtype"])
+def test_failed_sgd_step_changes_nothing(options, fault, steps_before):
+    _run("SGD", options, fault, steps_before)
+
+
+@pytest.mark.parametrize("options", SGD_OPTIONS[1:], ids=["momentum", "nesterov"])
+def test_failed_sgd_table_after_group_0_changes_nothing(options):
+    """A bad momentum buffer in group 1 is found before group 0's kernel runs."""
+    _run("SGD", options, "state_dtype", 3)
+
+
+def test_failed_sgd_step_removes_new_momentum_buffers():
+    params = _params()
+    opt = _build("SGD", dict(lr=0.01, momentum=0.9), params)
+    _set_grads(params, 0)
+    opt.state[params[BAD]]["momentum_buffer"] = np.zeros(3)   # wrong size: its table fails
+    before = _snapshot(opt, params)
+    with pytest.raises(ValueError, match="state array"):
+        opt.step()
+    _assert_unchanged(before, opt, params)
+    assert [p in opt.state for p in params] == [False, False, False, True]
+
+
+ALL = OPTIMIZERS + [("SGD", options) for options in SGD_OPTIONS]
+
+
+@pytest.mark.parametrize("name,options", ALL, ids=IDS + [f"SGD-{i}" for i in range(len(SGD_OPTIONS))])
+@pytest.mark.parametrize("steps_before", [0, 2])
+@pytest.mark.parametrize("bad", [None, "0.1", [0.1]], ids=["None", "str", "list"])
+def test_hyperparameter_set_to_a_non_number_changes_nothing(name, options, steps_before, bad):
+    """A group value set by hand to a non-number fails before any kernel runs (torch would
+    fail part-way, after updating the groups before it)."""
+    params = _params()
+    opt = _build(name, options, params)
+    for t in range(steps_before):
+        _set_grads(params, t)
+        opt.step()
+    _set_grads(params, steps_before)
+    good = opt.param_groups[1]["lr"]
+    opt.param_groups[1]["lr"] = bad
+    before = _snapshot(opt, params)
+    with pytest.raises(TypeError, match=r"param_groups\[1\]\['lr'\] must be a real number"):
+        opt.step()
+    _assert_unchanged(before, opt, params)
+    opt.param_groups[1]["lr"] = good
+    opt.step()
