@@ -455,7 +455,8 @@ class Optimizer:
         if closure is not None:
             loss = closure()
         calls, undo = [], []
-        self._check_numbers()
+        # Numeric hyperparameters set by hand to non-numbers fail here, before any change.
+        _plan.check_numbers(self.param_groups, self.__dict__.get("_number_keys") or self._number_keys_())
         try:
             for batch in self._batches():
                 self._plan(batch, calls, undo)
@@ -466,23 +467,11 @@ class Optimizer:
             function(*args)
         return loss
 
-    def _check_numbers(self):
-        """Raise TypeError if a group's numeric hyperparameter is no longer a real number.
-
-        The keys are those whose default is a number. Checked before
-        planning, so a value set by hand (``group['lr'] = None``) fails the
-        step before any kernel ran, naming ``param_groups[i]['key']``.
-        """
-        keys = self.__dict__.get("_number_keys")
-        if keys is None:
-            keys = self._number_keys = tuple(
-                k for k, v in self.defaults.items() if isinstance(v, numbers.Real) and not isinstance(v, bool))
-        for gi, group in enumerate(self.param_groups):
-            for key in keys:
-                value = group[key]
-                if type(value) is not float and not isinstance(value, numbers.Real):
-                    raise TypeError(
-                        f"param_groups[{gi}]['{key}'] must be a real number, got {value!r}")
+    def _number_keys_(self):
+        """The hyperparameters whose default is a number (checked before every step)."""
+        self._number_keys = tuple(
+            k for k, v in self.defaults.items() if isinstance(v, numbers.Real) and not isinstance(v, bool))
+        return self._number_keys
 
     def _count_step(self, batch, keys, undo, cache=None):
         """:meth:`_state_step` for a batch, creating missing state first; noted in ``undo``.

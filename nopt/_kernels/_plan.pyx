@@ -13,7 +13,8 @@
 
 cimport numpy as cnp
 from cpython.dict cimport PyDict_GetItemWithError, PyDict_SetItem
-from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_Check, PyFloat_FromDouble
+from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_Check, PyFloat_CheckExact, PyFloat_FromDouble
+from cpython.long cimport PyLong_CheckExact
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from cpython.object cimport PyObject
@@ -453,6 +454,33 @@ cdef list _gather_full(list group_params, Py_ssize_t group_index):
         out.append(([params[k] for k in keep], [grads[k] for k in keep],
                     [indices[k] for k in keep], want == cnp.NPY_DOUBLE))
     return out
+
+
+def check_numbers(list groups, tuple keys):
+    """Raise TypeError naming ``param_groups[i]['key']`` if a value is not a real number.
+
+    A step calls this before planning, so a hyperparameter set by hand to
+    a non-number fails before any kernel ran. Floats and ints pass at C speed.
+    """
+    cdef Py_ssize_t gi, i
+    cdef PyObject* v
+    global _Real
+    for gi in range(PyList_GET_SIZE(groups)):
+        group = <object> PyList_GET_ITEM(groups, gi)
+        for i in range(PyTuple_GET_SIZE(keys)):
+            key = <object> PyTuple_GET_ITEM(keys, i)
+            v = PyDict_GetItemWithError(group, key) if type(group) is dict else NULL
+            value = <object> v if v is not NULL else group[key]
+            if PyFloat_CheckExact(value) or PyLong_CheckExact(value):
+                continue
+            if _Real is None:
+                import numbers
+                _Real = numbers.Real
+            if not isinstance(value, _Real):
+                raise TypeError(f"param_groups[{gi}]['{key}'] must be a real number, got {value!r}")
+
+
+cdef object _Real = None
 
 
 def column(object state, list params, object key):
