@@ -67,7 +67,7 @@ class Adadelta(Optimizer):
 
     def _plan(self, batch, calls, undo):
         """Count the batch's step and append its kernel call (nothing runs yet)."""
-        cols, _, _ = self._count_step(batch, _KEYS, undo)
+        cols, _, _ = self._count_step(batch, _KEYS, undo, cache=(batch.group_index, batch.is_double))
         # The update does not use the step count: one call for the batch.
         ptrs, chunks, n_threads = self._table([batch.params, batch.grads] + cols, batch.group_index)
         group = batch.group

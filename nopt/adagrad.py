@@ -124,7 +124,8 @@ class Adagrad(Optimizer):
     def _plan(self, batch, calls, undo):
         """Count the batch's step and append its kernel calls (nothing runs yet)."""
         group, params = batch.group, batch.params
-        (sums,), steps, common = self._count_step(batch, _KEYS, undo)
+        (sums,), steps, common = self._count_step(batch, _KEYS, undo,
+                                                  cache=(batch.group_index, batch.is_double))
         flags = (group["eps"], group["weight_decay"], group["maximize"])
         if common is not None:
             # The usual case: every parameter at the same count, one call.

@@ -88,7 +88,7 @@ class RMSprop(Optimizer):
         use_momentum = group["momentum"] > 0
         centered = bool(group["centered"])
         keys = _KEYS[(use_momentum, centered)]
-        cols, _, _ = self._count_step(batch, keys, undo)
+        cols, _, _ = self._count_step(batch, keys, undo, cache=(batch.group_index, batch.is_double))
         # The update does not use the step count: one call for the batch.
         ptrs, chunks, n_threads = self._table([batch.params, batch.grads] + cols,
                                               (batch.group_index, use_momentum, centered))

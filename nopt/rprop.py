@@ -73,7 +73,7 @@ class Rprop(Optimizer):
 
     def _plan(self, batch, calls, undo):
         """Count the batch's step and append its kernel call (nothing runs yet)."""
-        cols, _, _ = self._count_step(batch, _KEYS, undo)
+        cols, _, _ = self._count_step(batch, _KEYS, undo, cache=(batch.group_index, batch.is_double))
         # Fresh state needs no special case: prev = 0 keeps the step size.
         ptrs, chunks, n_threads = self._table([batch.params, batch.grads] + cols, batch.group_index)
         group = batch.group

@@ -26,6 +26,12 @@ CACHED = [
     ("RAdam", dict(lr=0.01)),
     ("RAdam", dict(lr=0.01, decoupled_weight_decay=True, weight_decay=0.1)),
     ("NAdam", dict(lr=0.01)),
+    ("Adagrad", dict(lr=0.01, lr_decay=0.01)),
+    ("Adadelta", dict(lr=0.5)),
+    ("RMSprop", dict(lr=0.01)),
+    ("RMSprop", dict(lr=0.01, momentum=0.9, centered=True)),
+    ("Rprop", dict(lr=0.01)),
+    ("ASGD", dict(lr=0.01, t0=2)),
 ]
 
 
@@ -131,14 +137,14 @@ def _edits(rng, dtype):
         p = params[k % len(params)]
         s = opt.state.get(p)
         if s:
-            key = next(key for key in ("exp_avg_sq", "exp_inf", "exp_avg") if key in s)
+            key = next(key for key in opt._elementwise_state if key in s)
             s[key] = s[key] * 2 + 0.25
 
     def edit_array_in_place(opt, params):
         p = params[k % len(params)]
         s = opt.state.get(p)
         if s:
-            s["exp_avg"][...] *= 0.5
+            s[next(key for key in opt._elementwise_state if key in s)][...] *= 0.5
 
     def delete_state(opt, params):
         opt.state.pop(params[k % len(params)], None)
