@@ -294,3 +294,39 @@ def test_optimizer_state_containers():
     assert all(type(opt.state[p]) is StateDict for p in params)
     clone = pickle.loads(pickle.dumps(opt))
     assert type(clone.state) is StateMap
+
+
+# ---------------------------------------------------------------- make_table with tuple columns
+def test_make_table_accepts_tuples_and_rechecks_a_new_tuple():
+    from nopt._kernels import _plan
+
+    params = [np.zeros(4, np.float32), np.zeros(3, np.float32)]
+    grads = [np.ones(4, np.float32), np.ones(3, np.float32)]
+    col = (np.zeros(4, np.float32), np.zeros(3, np.float32))
+    cache = _plan.TableCache()
+    first = _plan.make_table([params, grads, col], cache)
+    again = _plan.make_table([list(params), list(grads), col], cache)
+    assert again[0] is first[0]   # the same table: nothing changed
+    # A new tuple is read afresh: a bad array in it is caught.
+    bad = (col[0], np.zeros(3, np.float64))
+    with pytest.raises(ValueError):
+        _plan.make_table([params, grads, bad], cache)
+    moved = (col[0], np.zeros(3, np.float32))
+    table = _plan.make_table([params, grads, moved], cache)
+    assert table[0][1, 2] == moved[1].ctypes.data
+
+
+def test_steady_steps_reuse_column_tuples():
+    params = list(nopt.flat_parameters([(10,), (20,)]))
+    for p in params:
+        p.grad[...] = 1.0
+    opt = nopt.Adam(params, lr=0.1)
+    opt.step()
+    b = opt._batches()[0]
+    cols1, _, _ = opt._count_step(b, ("exp_avg", "exp_avg_sq"), [], (0, False))
+    cols2, _, _ = opt._count_step(b, ("exp_avg", "exp_avg_sq"), [], (0, False))
+    assert all(type(c) is tuple for c in cols1)
+    assert [c1 is c2 for c1, c2 in zip(cols1, cols2)] == [True, True]
+    opt.state[params[0]]["exp_avg"] = np.zeros(10, np.float32)
+    cols3, _, _ = opt._count_step(b, ("exp_avg", "exp_avg_sq"), [], (0, False))
+    assert cols3[0] is not cols2[0] and cols3[0][0] is opt.state[params[0]]["exp_avg"]

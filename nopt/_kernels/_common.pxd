@@ -25,6 +25,7 @@ cdef extern from "_compat.h" nogil:
     void nopt_ftz_exit(unsigned long long old)
     unsigned long long nopt_fp_mode()
     void nopt_set_fp_mode(unsigned long long mode)
+    void nopt_prefetch(const void* p)
     # Return type of a per-chunk kernel function compiled for several ISAs
     # and picked at load time (see _compat.h):
     #     cdef nopt_dispatched _task(...) noexcept nogil

@@ -98,4 +98,13 @@ static inline const char *nopt_simd_level(void) {
 static inline const char *nopt_simd_level(void) { return "baseline (no run-time dispatch)"; }
 #endif
 
+/* A prefetch hint for the per-parameter loops of _plan.pyx: after a large
+   kernel every Python object they read is a cache miss, and the loops know
+   which objects come next. */
+#if defined(__GNUC__) || defined(__clang__)
+#define nopt_prefetch(p) __builtin_prefetch((const void *)(p))
+#else
+#define nopt_prefetch(p) ((void)(p))
+#endif
+
 #endif

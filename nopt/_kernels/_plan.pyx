@@ -28,6 +28,7 @@ from ._common cimport (
     NOPT_HAVE_FTZ,
     NOPT_HAVE_OPENMP,
     nopt_fp_mode,
+    nopt_prefetch,
     nopt_set_fp_mode,
     nopt_simd_level,
     omp_get_max_threads,
@@ -40,6 +41,9 @@ from ._common cimport (
 import numpy as np
 
 cnp.import_array()
+
+# How many parameters ahead the step cache's loop prefetches state dicts.
+DEF _AHEAD = 8
 
 # Elements per task: large enough to amortise scheduling, small enough to
 # balance threads. Below SERIAL_BELOW elements a step runs on one thread, so
@@ -580,6 +584,9 @@ cdef tuple _step_hit(StepCache c, object state, list params, tuple keys, object 
             or n != PyTuple_GET_SIZE(c.params) or c.keys != keys or c.step_key != step_key):
         return None
     for k in range(n):
+        if k + _AHEAD < n:
+            # After a large kernel each state dict is a cache miss: ask early.
+            nopt_prefetch(PyList_GET_ITEM(c.dicts, k + _AHEAD))
         if <object> PyList_GET_ITEM(params, k) is not <object> PyTuple_GET_ITEM(c.params, k):
             return None
         if (<StateDict> PyList_GET_ITEM(c.dicts, k)).owner != c.token:
@@ -627,7 +634,9 @@ cdef void _step_fill(StepCache c, object state, list params, tuple keys, object 
     c.keys = keys
     c.step_key = step_key
     c.dicts = dicts
-    c.columns = columns
+    # Tuples: make_table recognises the very same (immutable) column again
+    # and skips re-reading its arrays.
+    c.columns = [tuple(col) for col in columns]
     c.steps = steps
     c.common = common
 
@@ -645,7 +654,7 @@ def columns_and_increment(object state, list params, tuple keys, object step_key
     the dicts: the counts are written from the cache. Use a cache only for
     keys whose values nothing but Python code replaces (state arrays; not
     scalars that a kernel module writes back). Treat the returned columns as
-    read-only: they may be the cache's own lists.
+    read-only: they may be the cache's own tuples.
 
     Returns
     -------
@@ -696,7 +705,7 @@ def columns_and_increment(object state, list params, tuple keys, object step_key
     if cache is not None:
         _step_fill(cache, state, params, keys, step_key, dicts, out, steps, common)
         if cache.token:
-            return out, 0, list(steps), common
+            return cache.columns, 0, list(steps), common
     return out, 0, steps, common
 
 
@@ -805,6 +814,7 @@ cdef class TableCache:
     """
     cdef Py_ssize_t n_streams, n, total, n_chunks
     cdef tuple objects        # per stream but the gradients: a tuple of the arrays
+    cdef tuple streams        # the stream sequences of the last call (see _table_valid)
     cdef object addresses     # intp array (n, n_streams): each array's data address
     cdef object ptrs, chunks
 
@@ -815,19 +825,29 @@ cdef class TableCache:
 
 cdef bint _table_valid(TableCache cache, list streams, Py_ssize_t n_streams, Py_ssize_t n):
     cdef Py_ssize_t k, s
-    cdef object x
+    cdef object x, stream
     cdef tuple objs
     cdef intptr_t* addr
+    cdef bint is_list
     if cache.n_streams != n_streams or cache.n != n:
         return False
     addr = <intptr_t*> cnp.PyArray_DATA(<cnp.ndarray> cache.addresses)
     for s in range(n_streams):
-        stream = <list> streams[s]
-        if PyList_GET_SIZE(stream) != n:
+        stream = <object> PyList_GET_ITEM(streams, s)
+        is_list = type(stream) is list
+        if not is_list and type(stream) is not tuple:
+            return False
+        if s >= 2 and not is_list and stream is <object> PyTuple_GET_ITEM(cache.streams, s):
+            # The very tuple of state arrays seen last time (a step cache's
+            # column): the same arrays, and at the same addresses (held here
+            # and by the state, no array can be resized in place). Skip them:
+            # after a large kernel each array read is a cache miss.
+            continue
+        if (PyList_GET_SIZE(stream) if is_list else PyTuple_GET_SIZE(stream)) != n:
             return False
         objs = <tuple> PyTuple_GET_ITEM(cache.objects, s)
         for k in range(n):
-            x = <object> PyList_GET_ITEM(stream, k)
+            x = <object> (PyList_GET_ITEM(stream, k) if is_list else PyTuple_GET_ITEM(stream, k))
             if s != 1:
                 if x is not <object> PyTuple_GET_ITEM(objs, k):
                     return False
@@ -835,13 +855,14 @@ cdef bint _table_valid(TableCache cache, list streams, Py_ssize_t n_streams, Py_
                 return False
             if <intptr_t> cnp.PyArray_DATA(<cnp.ndarray> x) != addr[k * n_streams + s]:
                 return False
+    cache.streams = tuple(streams)
     return True
 
 
 def make_table(list streams, TableCache cache=None):
     """Build (ptrs, chunks, n_threads) for a kernel over a batch's arrays.
 
-    ``streams`` is a list of equally long lists of C-contiguous arrays of one
+    ``streams`` is a list of equally long lists (or tuples) of C-contiguous arrays of one
     dtype: parameters first, then gradients, then state arrays. Arrays of
     size 0 are left out; arrays adjacent in every stream are merged.
 
@@ -866,9 +887,15 @@ def make_table(list streams, TableCache cache=None):
         OpenMP's max threads (at most one per task).
     """
     cdef Py_ssize_t n_streams = PyList_GET_SIZE(streams)
-    cdef Py_ssize_t n = PyList_GET_SIZE(<list> streams[0])
+    if n_streams == 0:
+        raise ValueError("make_table: no streams")
+    first = streams[0]
+    cdef Py_ssize_t n = len(first)
     if cache is not None and _table_valid(cache, streams, n_streams, n):
         return cache.ptrs, cache.chunks, _threads_for(cache.total, cache.n_chunks)
+    # Streams may be lists or tuples (a step cache's columns); walk lists.
+    given = streams
+    streams = [x if type(x) is list else list(x) for x in streams]
     cdef Py_ssize_t k, s, m = 0, size, total = 0, itemsize = 0, c, start, n_chunks = 0
     cdef cnp.ndarray a
     cdef bint adjacent
@@ -933,6 +960,7 @@ def make_table(list streams, TableCache cache=None):
         ptrs_arr = ptrs_arr[:m]
     if cache is not None:
         _table_fill(cache, streams, n_streams, n, ptrs_arr, chunks_arr, total, n_chunks)
+        cache.streams = tuple(given)
     return ptrs_arr, chunks_arr, _threads_for(total, n_chunks)
 
 
