@@ -9,7 +9,6 @@ import functools
 import itertools
 import math
 import numbers
-import warnings
 from collections import OrderedDict
 from itertools import chain
 
@@ -376,10 +375,10 @@ class Optimizer:
         step_cache = None
         if cache is not None:
             caches = self.__dict__.get("_step_caches")
-            if caches is None or len(caches) > 256:
-                caches = self._step_caches = {}
-            step_cache = caches.get(cache)
+            step_cache = caches.get(cache) if caches else None
             if step_cache is None:
+                if caches is None or len(caches) > 256:
+                    caches = self._step_caches = {}
                 step_cache = caches[cache] = _plan.StepCache()
         return _plan.columns_and_increment(self.state, params, tuple(keys), step_key, step_cache)
 
@@ -456,7 +455,7 @@ class Optimizer:
             loss = closure()
         calls, undo = [], []
         # Numeric hyperparameters set by hand to non-numbers fail here, before any change.
-        _plan.check_numbers(self.param_groups, self.__dict__.get("_number_keys") or self._number_keys_())
+        _plan.check_numbers(self.param_groups, self._number_keys)
         try:
             for batch in self._batches():
                 self._plan(batch, calls, undo)
@@ -467,11 +466,11 @@ class Optimizer:
             function(*args)
         return loss
 
-    def _number_keys_(self):
+    @functools.cached_property
+    def _number_keys(self):
         """The hyperparameters whose default is a number (checked before every step)."""
-        self._number_keys = tuple(
+        return tuple(
             k for k, v in self.defaults.items() if isinstance(v, numbers.Real) and not isinstance(v, bool))
-        return self._number_keys
 
     def _count_step(self, batch, keys, undo, cache=None):
         """:meth:`_state_step` for a batch, creating missing state first; noted in ``undo``.
@@ -489,15 +488,7 @@ class Optimizer:
             As :meth:`_state_step`, with nothing missing.
         """
         params = batch.params
-        # Straight to the C helper, unless a cache is wanted that _state_step
-        # has not made yet: a small step's whole set-up is a few microseconds.
-        caches = self.__dict__.get("_step_caches") if cache is not None else None
-        step_cache = caches.get(cache) if caches else None
-        if cache is None or step_cache is not None:
-            columns, missing, steps, common = _plan.columns_and_increment(
-                self.state, params, keys, "step", step_cache)
-        else:
-            columns, missing, steps, common = self._state_step(params, keys, "step", cache)
+        columns, missing, steps, common = self._state_step(params, keys, cache=cache)
         if missing:
             self._init_state(batch, keys, undo)
             columns, missing, steps, common = self._state_step(params, keys, cache=cache)

@@ -579,7 +579,6 @@ cdef tuple _step_hit(StepCache c, object state, list params, tuple keys, object 
     cdef Py_ssize_t k, n = PyList_GET_SIZE(params)
     cdef object d, value = None, last_old = None, old
     cdef list steps
-    cdef bint same = True
     if (c.token == 0 or c.state is not state or (<StateMap> state).version != c.version
             or n != PyTuple_GET_SIZE(c.params) or c.keys != keys or c.step_key != step_key):
         return None
@@ -608,7 +607,7 @@ cdef tuple _step_hit(StepCache c, object state, list params, tuple keys, object 
             PyDict_SetItem(<dict> PyList_GET_ITEM(c.dicts, k), step_key, value)
             steps[k] = value
         c.steps = steps
-    return c.columns, 0, list(c.steps), c.common
+    return c.columns, 0, c.steps, c.common
 
 
 cdef void _step_fill(StepCache c, object state, list params, tuple keys, object step_key,
@@ -621,8 +620,6 @@ cdef void _step_fill(StepCache c, object state, list params, tuple keys, object 
         return
     for k in range(n):
         if type(<object> PyList_GET_ITEM(dicts, k)) is not StateDict:
-            return
-        if not PyFloat_Check(<object> PyList_GET_ITEM(steps, k)):
             return
     _last_token += 1
     for k in range(n):
@@ -653,8 +650,8 @@ def columns_and_increment(object state, list params, tuple keys, object step_key
     With a ``cache`` (see StepCache) that still holds, neither pass reads
     the dicts: the counts are written from the cache. Use a cache only for
     keys whose values nothing but Python code replaces (state arrays; not
-    scalars that a kernel module writes back). Treat the returned columns as
-    read-only: they may be the cache's own tuples.
+    scalars that a kernel module writes back). Treat the returned columns
+    and counts as read-only: they may be the cache's own.
 
     Returns
     -------
@@ -705,7 +702,7 @@ def columns_and_increment(object state, list params, tuple keys, object step_key
     if cache is not None:
         _step_fill(cache, state, params, keys, step_key, dicts, out, steps, common)
         if cache.token:
-            return cache.columns, 0, list(steps), common
+            return cache.columns, 0, steps, common
     return out, 0, steps, common
 
 
