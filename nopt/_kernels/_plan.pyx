@@ -154,7 +154,7 @@ cdef class StateMap(_NotingDict):
 
     def __missing__(self, key):
         d = StateDict()
-        self.version += 1
+        self._changed()
         PyDict_SetItem(self, key, d)
         return d
 
