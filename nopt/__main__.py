@@ -1,19 +1,24 @@
 """Command line: ``nopt demo``, ``nopt bench``, ``nopt config``."""
 import sys
 
-USAGE = """usage: nopt {demo,bench,config} [options]
+USAGE = """usage: nopt [--version] {demo,bench,config} [options]
 
   demo     train a softmax regression and an MLP on the shipped digits (the main job)
   bench    benchmark nopt against NumPy and torch.optim (python -m nopt.bench)
   config   print versions, OpenMP status, threads and build flags
 
-Run 'nopt COMMAND --help' for a command's options."""
+Run 'nopt COMMAND --help' for a command's options; 'nopt --version' prints the version."""
 
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
+        return 0
+    if argv[0] in ("-V", "--version"):
+        from . import __version__
+
+        print(f"nopt {__version__}")
         return 0
     command, rest = argv[0], argv[1:]
     if command == "demo":
