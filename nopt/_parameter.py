@@ -8,6 +8,12 @@ __all__ = ["Parameter"]
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
+def _complex_message(dtype):
+    return (f"Parameter data has dtype {dtype}, which is not a real float type: optimizers "
+            "update real float32/float64 arrays (split a complex parameter into real and "
+            "imaginary parts, e.g. np.stack([z.real, z.imag]))")
+
+
 def _plain(x):
     return x.view(np.ndarray) if isinstance(x, Parameter) else x
 
@@ -59,8 +65,11 @@ class Parameter(np.ndarray):
             except TypeError as exc:
                 raise TypeError(f"Parameter dtype must be float32 or float64, got {dtype!r}") from exc
             if dtype not in _FLOAT_DTYPES:
-                raise TypeError(f"Parameter dtype must be float32 or float64, got {dtype}")
+                kind = ", not a real float type" if dtype.kind == "c" else ""
+                raise TypeError(f"Parameter dtype must be float32 or float64, got {dtype}{kind}")
         if isinstance(data, np.ndarray):
+            if data.dtype.kind == "c":
+                raise TypeError(_complex_message(data.dtype))
             if data.dtype == object or data.dtype.kind not in "fiub":
                 raise TypeError(f"Parameter data must be numeric, got dtype {data.dtype}")
             if dtype is None:
@@ -88,6 +97,8 @@ class Parameter(np.ndarray):
                 array = np.asarray(data)
             except (TypeError, ValueError) as exc:
                 raise TypeError(f"Parameter data must be array_like numbers: {exc}") from exc
+            if array.dtype.kind == "c":
+                raise TypeError(_complex_message(array.dtype))
             if array.dtype == object or array.dtype.kind not in "fiub":
                 raise TypeError(
                     f"Parameter data must be array_like numbers, got {type(data).__name__} "
@@ -158,7 +169,10 @@ class Parameter(np.ndarray):
             if value.shape != self.shape:
                 raise ValueError(f"grad has shape {value.shape}; expected {self.shape}")
             if value.dtype != self.dtype:
-                raise TypeError(f"grad has dtype {value.dtype}; expected {self.dtype}")
+                raise TypeError(
+                    f"grad has dtype {value.dtype}; expected {self.dtype}, the parameter's dtype "
+                    "(convert it: param.grad = grad.astype(param.dtype))"
+                )
             if isinstance(value, Parameter):
                 value = value.view(np.ndarray)
         # Tell the optimizers' gather caches (they skip re-reading .grad

@@ -17,6 +17,7 @@ import numpy as np
 from ._kernels import _plan
 from ._kernels._plan import StateDict, StateMap
 from ._parameter import Parameter
+from ._torch_options import accept_torch_options
 
 __all__ = [
     "Optimizer",
@@ -135,6 +136,13 @@ class Optimizer:
     defaults : dict
         Default hyperparameters, used by groups that do not set them.
 
+    Notes
+    -----
+    Every subclass taking ``params`` also accepts torch's ``foreach``,
+    ``fused``, ``capturable`` and ``differentiable`` keywords: ``None`` or
+    ``False`` is ignored (nopt has one kernel path), ``True`` raises a
+    ``ValueError`` that says why.
+
     Attributes
     ----------
     param_groups : list of dict
@@ -154,6 +162,10 @@ class Optimizer:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is not None:
+            # torch's foreach=/fused=/...: None/False ignored, True refused.
+            cls.__init__ = accept_torch_options(init)
         step = cls.__dict__.get("step")
         if step is not None and not getattr(step, "_nopt_hooked", False):
             cls.step = _with_step_hooks(step)

@@ -245,7 +245,7 @@ cdef int _check_pair(object praw, object graw, Py_ssize_t gi, Py_ssize_t pi) exc
     if cnp.PyArray_TYPE(g) != t:
         raise TypeError(
             f"the grad of {_where(gi, pi)} has dtype {graw.dtype}; expected "
-            f"{praw.dtype}, the parameter's dtype")
+            f"{praw.dtype}, the parameter's dtype (convert it: p.grad = grad.astype(p.dtype))")
     if not cnp.PyArray_SAMESHAPE(g, p):
         raise ValueError(
             f"the grad of {_where(gi, pi)} has shape {graw.shape}; expected "
