@@ -101,6 +101,8 @@ BYTES = {name: 4 * (s.n_read + s.n_write) for name, s in OPTIMIZERS.items()}
 DEFAULT_CASES = ["1x16M", "1x1M", "2000x1000", "2000x1000-flat", "1x8M-f64", "1x100"]
 QUICK_CASES = ["1x100", "1x64K", "20x1000-flat"]
 PEERS = ["nopt", "roofline", "numpy", "torch-loop", "torch-foreach", "torch-fused"]
+TORCH_HINT = ('"-" under torch-*: torch is not installed; to compare with torch.optim, '
+              "pip install torch==2.13.0 (the CPU build; never a version range)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -365,6 +367,8 @@ def run(optimizers=None, cases=None, threads=None, repeat=7, min_time=0.1, peers
             _set_threads_torch(saved[1])
         if blas is not None:
             blas.restore_original_limits()
+    if result["meta"]["torch"] is None and any(p.startswith("torch") for p in peers):
+        log(TORCH_HINT)
     result["scaling"] = _scaling(result["results"])
     for line in _scaling_lines(result["scaling"]):
         log(line)

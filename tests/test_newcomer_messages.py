@@ -44,3 +44,29 @@ def test_other_non_float_data_keeps_its_message():
     with pytest.raises(TypeError, match="must be numeric, got dtype <U1"):
         nopt.Parameter(np.array(["a"]))
     assert nopt.Parameter([1, 2]).dtype == np.float64           # integer lists convert, as before
+
+
+def test_bench_without_torch_says_how_to_install_it(monkeypatch):
+    import builtins
+
+    from nopt import bench
+
+    real_import = builtins.__import__
+
+    def no_torch(name, *args, **kwargs):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("No module named 'torch'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_torch)
+    lines = []
+    result = bench.run(optimizers=["SGD"], cases=["2x10"], repeat=1, min_time=1e-4, log=lines.append)
+    assert result["meta"]["torch"] is None
+    (row,) = [line for line in lines if line.startswith("SGD")]
+    assert row.split()[-3:] == ["-", "-", "-"]
+    assert bench.TORCH_HINT in lines and "pip install torch==2.13.0" in bench.TORCH_HINT
+    # Not said when torch's columns were not asked for.
+    lines.clear()
+    bench.run(optimizers=["SGD"], cases=["2x10"], repeat=1, min_time=1e-4, log=lines.append,
+              peers=["nopt", "numpy"])
+    assert bench.TORCH_HINT not in lines
