@@ -316,6 +316,40 @@ def asgd(param, grad, state, group):
     state["mu"] = f32(1 / max(1, t - group["t0"]))
 
 
+def sparse_adam(param, grad, state, group):
+    r"""SparseAdam, for one 2-D parameter: Adam's moments and update, applied only
+    to the entries the gradient stores (``grad`` is a COO triple
+    ``(rows, cols, vals)``, duplicates summed):
+    :math:`m \leftarrow m + (1 - \beta_1)(g - m)`, :math:`v \leftarrow v + (1 - \beta_2)(g^2 - v)`,
+    :math:`p \leftarrow p - \eta \frac{\sqrt{1 - \beta_2^t}}{1 - \beta_1^t} m / (\sqrt v + \epsilon)`.
+
+    (Dense masks: a test oracle, not a fast sparse update; the bench does not time SparseAdam.)
+    """
+    rows, cols, vals = grad
+    dt = param.dtype.type
+    if not state:
+        state.update(step=0, exp_avg=np.zeros_like(param), exp_avg_sq=np.zeros_like(param))
+    state["step"] += 1
+    if len(vals) == 0:
+        return
+    g = np.zeros_like(param)
+    np.add.at(g, (rows, cols), vals)
+    if group["maximize"]:
+        g = -g
+    mask = np.zeros(param.shape, dtype=bool)
+    mask[rows, cols] = True
+    beta1, beta2 = group["betas"]
+    m, v = state["exp_avg"], state["exp_avg_sq"]
+    new_m = m + (g - m) * dt(1 - beta1)
+    new_v = v + (g * g - v) * dt(1 - beta2)
+    t = state["step"]
+    step_size = group["lr"] * math.sqrt(1 - beta2 ** t) / (1 - beta1 ** t)
+    update = (new_m / (np.sqrt(new_v) + dt(group["eps"]))) * dt(-step_size)
+    m[mask] = new_m[mask]
+    v[mask] = new_v[mask]
+    param[mask] = (param + update)[mask]
+
+
 class NumpyOptimizer:
     """A list of arrays stepped by one NumPy reference: the bench's NumPy peer.
 

@@ -9,7 +9,7 @@ import pytest
 
 import nopt
 import optim_db
-from nopt import _reference, _registry, bench
+from nopt import _reference, bench
 from nopt._kernels import _plan, roofline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

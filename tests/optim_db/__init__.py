@@ -17,7 +17,7 @@ import dataclasses
 import importlib
 import itertools
 import pkgutil
-from typing import Any, Callable
+from typing import Callable
 
 
 @dataclasses.dataclass

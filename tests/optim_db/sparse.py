@@ -1,5 +1,7 @@
 """SparseAdam: scipy.sparse gradients (tests/test_sparse_adam.py runs it
 against torch with sparse COO tensors, and against its NumPy reference)."""
+from nopt import _reference
+
 from . import OptimRecord
 
 RECORDS = [
@@ -13,6 +15,7 @@ RECORDS = [
             (dict(betas=(1.0, 0.9)), ValueError, "Invalid beta parameter at index 0: 1.0"),
         ],
         state_keys=("exp_avg", "exp_avg_sq"),
+        reference=_reference.sparse_adam,   # grad: a COO triple (rows, cols, vals)
         elementwise=False,       # the generic harness feeds dense gradients
         sparse_grad=True,
         supports_weight_decay=False,
