@@ -18,11 +18,17 @@ _HOW = ("add an OptimRecord for it to tests/optim_db/ (a module there with RECOR
         "nopt/_reference.py (README: Development, adding an optimizer)")
 
 
+_OPTIMIZER_API = ("step", "zero_grad", "state_dict", "load_state_dict", "param_groups")
+
+
 def _exported_optimizers():
+    """Optimizer subclasses in nopt.__all__, and classes that act as one (wrappers)."""
     out = []
     for name in nopt.__all__:
         value = getattr(nopt, name)
-        if isinstance(value, type) and issubclass(value, nopt.Optimizer) and value is not nopt.Optimizer:
+        if not isinstance(value, type) or value is nopt.Optimizer:
+            continue
+        if issubclass(value, nopt.Optimizer) or all(hasattr(value, a) for a in _OPTIMIZER_API):
             out.append(name)
     return out
 
@@ -52,6 +58,8 @@ def test_registry_rules_match_the_elementwise_records():
 
 def test_records_filter_by_flag():
     assert [r.name for r in optim_db.records(needs_closure=True)] == ["LBFGS", "CG"]
+    assert "ApplyIfFinite" in _exported_optimizers()
+    assert [r.name for r in optim_db.records(wraps_optimizer=True)] == ["ApplyIfFinite"]
     with pytest.raises(TypeError, match="no flag"):
         optim_db.records(banana=True)
 
@@ -87,7 +95,7 @@ def test_flags_match_the_optimizer(record):
     for options in record.option_sets + record.quick_options:
         assert set(options) <= set(signature), f"unknown options {options}"
     params = _params(record)
-    opt = record.cls(params, **record.quick_options[0])
+    opt = record.make(params, **record.quick_options[0])
     assert record.eager_state == (len(opt.state) > 0), "eager_state"
     if record.needs_closure:
         with pytest.raises((TypeError, RuntimeError, ValueError)):

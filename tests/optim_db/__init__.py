@@ -51,6 +51,7 @@ class OptimRecord:
     supports_maximize: bool = True          # takes maximize=
     supports_weight_decay: bool = True      # takes weight_decay=
     eager_state: bool = False               # creates per-parameter state in the constructor
+    wraps_optimizer: bool = False           # takes an optimizer, not parameters (ApplyIfFinite)
 
     def __post_init__(self):
         if self.reference is None:
@@ -63,6 +64,13 @@ class OptimRecord:
     def cls(self):
         import nopt
         return getattr(nopt, self.name)
+
+    def make(self, params, **options):
+        """The optimizer over ``params``; a wrapper wraps a plain SGD over them."""
+        if self.wraps_optimizer:
+            import nopt
+            return self.cls(nopt.SGD(params, lr=0.01), **options)
+        return self.cls(params, **options)
 
     @property
     def torch_cls(self):
