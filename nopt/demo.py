@@ -40,11 +40,16 @@ class DemoError(Exception):
     """An optimizer cannot train the demo's models (the message says why, in one line)."""
 
 
-def optimizer_classes():
-    """The optimizer classes nopt exports, by name: subclasses of ``nopt.Optimizer``.
+# What a class needs to act as an optimizer (wrappers such as ApplyIfFinite).
+_OPTIMIZER_API = ("step", "zero_grad", "state_dict", "load_state_dict", "param_groups")
 
-    Read from ``nopt.__all__`` at call time, so optimizers that other modules
-    add to nopt's exports are picked up without a change here.
+
+def optimizer_classes():
+    """The optimizer classes nopt exports, by name.
+
+    Subclasses of ``nopt.Optimizer`` and classes with its API (wrappers around
+    an optimizer), read from ``nopt.__all__`` at call time: optimizers that
+    other modules add to nopt's exports are picked up without a change here.
     """
     import nopt
     from .optimizer import Optimizer
@@ -52,7 +57,9 @@ def optimizer_classes():
     found = {}
     for name in nopt.__all__:
         obj = getattr(nopt, name, None)
-        if isinstance(obj, type) and issubclass(obj, Optimizer) and obj is not Optimizer:
+        if not isinstance(obj, type) or obj is Optimizer:
+            continue
+        if issubclass(obj, Optimizer) or all(hasattr(obj, a) for a in _OPTIMIZER_API):
             found[name] = obj
     return found
 
@@ -98,6 +105,9 @@ def refusal(name, cls):
     if name in REFUSED:
         return REFUSED[name]
     params = list(_init_parameters(cls))
+    if params and params[0] == "optimizer":
+        return (f"it wraps another optimizer ({name}(optimizer, ...)); the demo trains plain "
+                "optimizers, e.g. --optimizer Adam")
     if not params or params[0] != "params":
         first = params[0] if params else "..."
         return f"its constructor takes {first!r} first, not a list of parameters ({name}({first}, ...))"

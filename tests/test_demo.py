@@ -94,12 +94,15 @@ EXPORTED = demo_module.optimizer_classes()
 def test_optimizer_choices_are_exactly_the_exported_optimizer_classes():
     import nopt
 
+    api = ("step", "zero_grad", "state_dict", "load_state_dict", "param_groups")
     expected = {name for name in nopt.__all__
-                if isinstance(getattr(nopt, name), type)
-                and issubclass(getattr(nopt, name), nopt.Optimizer) and name != "Optimizer"}
+                if isinstance(getattr(nopt, name), type) and name != "Optimizer"
+                and (issubclass(getattr(nopt, name), nopt.Optimizer)
+                     or all(hasattr(getattr(nopt, name), a) for a in api))}
     assert set(EXPORTED) == expected
     # Today's torch-style rules are all there (the discovery is not empty by accident).
-    assert {"SGD", "Adam", "LBFGS", "CG", "SparseAdam"} <= set(EXPORTED)
+    assert {"SGD", "Adam", "LBFGS", "CG", "SparseAdam", "ApplyIfFinite"} <= set(EXPORTED)
+    assert "Optimizer" not in EXPORTED and "utils" not in EXPORTED
 
 
 @pytest.mark.parametrize("name", sorted(EXPORTED))
@@ -142,6 +145,14 @@ def test_closure_optimizers_train_full_batch(capsys):
     assert "CG takes no learning rate" in capsys.readouterr().err
 
 
+def test_a_wrapper_is_refused_in_one_line(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--optimizer", "applyiffinite", "--epochs", "1"])
+    assert str(exc.value.code) == (
+        "nopt demo: ApplyIfFinite cannot train the demo's models: it wraps another optimizer "
+        "(ApplyIfFinite(optimizer, ...)); the demo trains plain optimizers, e.g. --optimizer Adam")
+
+
 def test_sparse_adam_is_refused_in_one_line(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["--optimizer", "SparseAdam", "--epochs", "1"])
@@ -166,7 +177,7 @@ def test_an_optimizer_that_fails_to_start_says_why_in_one_line(capsys):
 
     X, y = load_digits(np.float64)
     X_train, X_test, y_train, y_test = train_test_split(X, y)
-    for cls, why in [(Wrapper, "takes 'optimizer' first"), (Broken, "ValueError: needs 2-D parameters, and")]:
+    for cls, why in [(Wrapper, r"wraps another optimizer \(Wrapper\(optimizer, ...\)\)"), (Broken, "ValueError: needs 2-D parameters, and")]:
         with pytest.raises(demo_module.DemoError, match=why) as exc:
             demo_module.train(SoftmaxRegression(64, 10), X_train, y_train, X_test, y_test, optimizer=cls, lr=0.1, epochs=1,
                               stream=io.StringIO())
