@@ -8,6 +8,8 @@ import os
 import re
 import tomllib
 
+import numpy as np
+
 import nopt
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -83,3 +85,48 @@ def test_pyproject_extras_and_version():
     assert any(r.startswith("pytest") for r in extras["test"])
     assert "version" in project.get("dynamic", []) or project.get("version") == nopt.__version__
     assert re.fullmatch(r"\d+\.\d+\.\d+", nopt.__version__)
+
+
+def _asv_benchmarks():
+    """(module, class) for every asv benchmark class in benchmarks/."""
+    import inspect
+    import sys
+
+    sys.path.insert(0, ROOT)
+    try:
+        import benchmarks.bench_minimize as bench_minimize
+        import benchmarks.bench_optimizers as bench_optimizers
+    finally:
+        sys.path.remove(ROOT)
+    for module in (bench_optimizers, bench_minimize):
+        for name, cls in vars(module).items():
+            if inspect.isclass(cls) and cls.__module__ == module.__name__ and not name.startswith("_") \
+                    and any(a.startswith(("time_", "peakmem_", "track_")) for a in dir(cls)):
+                yield module, cls
+
+
+def test_every_asv_benchmark_runs_on_its_first_parameter_set():
+    # What `asv run --quick` does for each benchmark, on one parameter set each.
+    import itertools
+
+    seen = 0
+    for module, cls in _asv_benchmarks():
+        params = getattr(cls, "params", [])
+        if params and not isinstance(params[0], (list, tuple)):
+            params = [params]
+        first = next(itertools.product(*params)) if params else ()
+        for method in [a for a in dir(cls) if a.startswith(("time_", "peakmem_", "track_"))]:
+            bench = cls()
+            try:
+                bench.setup(*first)
+            except NotImplementedError:
+                continue
+            try:
+                result = getattr(bench, method)(*first)
+                if method.startswith("track_"):
+                    assert np.isfinite(result), (cls.__name__, method, result)
+            finally:
+                if hasattr(bench, "teardown"):
+                    bench.teardown(*first)
+            seen += 1
+    assert seen >= 8
