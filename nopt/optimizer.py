@@ -100,7 +100,8 @@ def _with_step_hooks(step):
     @functools.wraps(step)
     def wrapper(self, *args, **kwargs):
         # One step at a time per optimizer (see _lock_of).
-        with _lock_of(self):
+        lock = self.__dict__.get("_nopt_lock")
+        with lock if lock is not None else _lock_of(self):
             # Skip building chains when no hook is registered: this wrapper runs
             # on every step, and a small model's step is a few microseconds.
             if _global_step_pre_hooks or self._optimizer_step_pre_hooks:
@@ -513,19 +514,23 @@ class Optimizer:
 
     def _check_aliasing(self, tables):
         """Raise ValueError if two arrays of this step overlap in memory (see ``_safety.find_alias``)."""
+        groups = [g["params"] for g in self.param_groups]
+        ids = [id(p) for params in groups for p in params]
+        repeated = len(set(ids)) != len(ids)
+        found = None if repeated else _safety.find_alias(groups, tables)
+        if found is None and not repeated:
+            return
+        # An error: name the arrays (a repeated parameter first, since its
+        # state arrays are listed twice as well).
         where = {}
-        for gi, group in enumerate(self.param_groups):
-            for pi, p in enumerate(group["params"]):
+        for gi, params in enumerate(groups):
+            for pi, p in enumerate(params):
                 name = f"param_groups[{gi}]['params'][{pi}]"
                 first = where.setdefault(id(p), name)
                 if first is not name:
-                    # Named first: its state arrays are listed twice as well.
                     raise ValueError(
                         f"{name} is {first} again; list each parameter once (a parameter "
                         "was added a second time after the optimizer was made)")
-        found = _safety.find_alias([g["params"] for g in self.param_groups], tables)
-        if found is None:
-            return
 
         def describe(entry):
             x, role, owner, _ = entry

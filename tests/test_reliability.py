@@ -217,7 +217,9 @@ def _interrupt_during_step(opt, watched):
         with nopt.num_threads(1):
             try:
                 opt.step()
-                # A signal that arrived late is handled here, after the step.
+                # The helper fires once the parameter has moved: by now at
+                # the latest. A signal that arrived late is raised here.
+                thread.join()
                 for _ in range(1000):
                     pass
             except KeyboardInterrupt:
