@@ -168,6 +168,9 @@ class Optimizer:
     # State keys whose arrays have the parameter's shape (checked on load,
     # and kept in flat per-group buffers).
     _elementwise_state = ()
+    # (reliability) The streams of the step being planned, after a flag
+    # (see _plan_then_run); None outside a step.
+    _step_tables = None
     # Keys every non-empty per-parameter state must hold, whatever the options
     # (checked on load, so a bad checkpoint fails there and not in a step).
     _required_state = ()
@@ -335,8 +338,8 @@ class Optimizer:
                 params = list(params)
             for batch_params, grads, indices, is_double in _plan.gather(params, gi, caches[gi]):
                 batches.append(_Batch(group, gi, batch_params, grads, indices, is_double))
-            if caches[gi].rebuilt:
-                self._step_changed = True  # (see _plan_then_run: run the aliasing check)
+            if caches[gi].rebuilt and self._step_tables is not None:
+                self._step_tables[0] = True  # (see _plan_then_run: run the aliasing check)
         return batches
 
     def _table(self, streams, tag=None):
@@ -362,11 +365,11 @@ class Optimizer:
         table = _plan.make_table(streams, cache)
         # Inside _plan_then_run: keep the streams (alive until the kernels
         # finish, and for the aliasing check when a table was rebuilt).
-        tables = self.__dict__.get("_step_tables")
+        tables = self._step_tables
         if tables is not None:
             tables.append(streams)
             if cache.rebuilt:
-                self._step_changed = True
+                tables[0] = True
         return table
 
     def _state_column(self, params, key):
@@ -492,16 +495,16 @@ class Optimizer:
         # (reliability) `batches` and `tables` hold every array the kernels
         # touch until they finish, whatever other threads do to the
         # parameters' grads or the state meanwhile.
-        tables = self._step_tables = []
-        self._step_changed = False
+        # tables[0]: some gather or table cache was rebuilt (an array changed).
+        tables = self._step_tables = [False]
         try:
             batches = self._batches()
             for batch in batches:
                 self._plan(batch, calls, undo)
-            if self._step_changed:
+            if tables[0]:
                 # Some array changed since the last step: check that no two
                 # overlap (a cached step pays nothing for this).
-                self._check_aliasing(tables)
+                self._check_aliasing(tables[1:])
         except BaseException:
             self._revert(undo)
             raise
@@ -515,10 +518,8 @@ class Optimizer:
     def _check_aliasing(self, tables):
         """Raise ValueError if two arrays of this step overlap in memory (see ``_safety.find_alias``)."""
         groups = [g["params"] for g in self.param_groups]
-        ids = [id(p) for params in groups for p in params]
-        repeated = len(set(ids)) != len(ids)
-        found = None if repeated else _safety.find_alias(groups, tables)
-        if found is None and not repeated:
+        found = _safety.find_alias(groups, tables)
+        if found is None:
             return
         # An error: name the arrays (a repeated parameter first, since its
         # state arrays are listed twice as well).
@@ -570,10 +571,10 @@ class Optimizer:
         """
         params = batch.params
         olds = []
-        columns, missing, steps, common = self._state_step(params, keys, cache=cache, old_out=olds)
+        columns, missing, steps, common = self._state_step(params, keys, "step", cache, olds)
         if missing:
             self._init_state(batch, keys, undo)
-            columns, missing, steps, common = self._state_step(params, keys, cache=cache, old_out=olds)
+            columns, missing, steps, common = self._state_step(params, keys, "step", cache, olds)
             if missing:
                 raise self._incomplete_state(batch, keys)
         # The very count objects of before: a failed step puts them back.
