@@ -104,6 +104,7 @@ def test_default_budget_scales_with_the_file_size(bomb, monkeypatch):
     np.testing.assert_array_equal(nopt.load(path)["x"], np.arange(100_000.0))
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs Linux's RLIMIT_AS and /proc")
 def test_out_of_memory_is_a_checkpoint_error(bomb):
     """Under an address-space limit the failure is a CheckpointError, not MemoryError."""
     result = _run_python(f"""
@@ -144,7 +145,7 @@ def test_declared_size_must_match_the_member(tmp_path):
         nopt.load(path)
 
 
-@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero")
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs /dev/zero and RLIMIT_AS")
 def test_devices_are_refused():
     # In a subprocess with a memory limit: main read /dev/zero until killed.
     result = _run_python("""

@@ -240,6 +240,7 @@ def _same_state(a, b, params_a, params_b):
             np.testing.assert_array_equal(sa[key], sb[key], err_msg=key)
 
 
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="needs signal.pthread_kill")
 @pytest.mark.parametrize("cls, kwargs", [
     (nopt.Adam, {}),
     (nopt.NAdam, {}),
