@@ -1,4 +1,5 @@
 """Command line: ``nopt demo``, ``nopt bench``, ``nopt config``."""
+import os
 import sys
 
 USAGE = """usage: nopt [--version] {demo,bench,config} [options]
@@ -37,5 +38,17 @@ def main(argv=None):
     return 0
 
 
+def _console():
+    """The ``nopt`` script: ``main()``, quiet when a pipe closes early (``nopt config | head``)."""
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Python would complain again at exit, flushing into the closed pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 1
+    return code
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_console())

@@ -255,3 +255,11 @@ def test_version_and_demo_errors_from_the_command_line():
     out = run("demo", "--optimizer", "SparseAdam")
     assert out.returncode == 1 and out.stdout == ""
     assert len(out.stderr.strip().splitlines()) == 1 and "SparseAdam cannot train" in out.stderr
+
+
+def test_a_pipe_closed_early_is_quiet():
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    out = subprocess.run(f"{sys.executable} -m nopt demo --epochs 3 --model softmax | head -1",
+                         shell=True, capture_output=True, text=True, env=env, timeout=120)
+    assert out.stdout.startswith("nopt demo: digits") and out.stdout.count("\n") == 1
+    assert "Traceback" not in out.stderr and "BrokenPipe" not in out.stderr, out.stderr
