@@ -3,7 +3,7 @@ import math
 
 import numpy as np
 
-from ._linesearch import FlatParams, NonFiniteError, loss_value
+from ._linesearch import FlatParams, NonFiniteError, loss_value, stop_reason  # noqa: F401
 from .optimizer import Optimizer
 
 # Closure calls one line search may make (torch's strong-Wolfe max_ls).
