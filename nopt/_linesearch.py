@@ -65,8 +65,7 @@ REASONS = {
     "max_eval": (1, "max_eval closure evaluations done"),
     "not_descent": (2, "direction is not a descent direction (g.d > -tolerance_change)"),
     "line_search": (2, "ABNORMAL_TERMINATION_IN_LNSRCH: the line search found no step with "
-                       "sufficient decrease, also from steepest descent with the memory "
-                       "dropped"),
+                       "sufficient decrease, also after a restart along steepest descent"),
     "nonfinite": (3, "non-finite loss or gradient at every step tried"),
     "callback": (99, "callback requested a stop"),
 }
@@ -368,6 +367,7 @@ class ClosureLine:
         self.values = {0.0: (self.f0, self.derphi0)}
         self.grads = {}  # gradients of the few latest points, alpha -> g
         self.last = (0.0, self.f0, g0)  # the point the parameters are at
+        self.best = (0.0, self.f0, g0)  # the lowest point evaluated
 
     def _evaluate(self, alpha):
         if self.n_evals >= self.max_evals:
@@ -384,6 +384,8 @@ class ClosureLine:
             raise _NonFinite(alpha)
         self.values[alpha] = (f, derphi)
         self.grads[alpha] = g
+        if f < self.best[1]:
+            self.best = (alpha, f, g)
         if len(self.grads) > self._KEEP:
             del self.grads[next(iter(self.grads))]
 
@@ -412,6 +414,16 @@ class ClosureLine:
             else:
                 self._evaluate(alpha)
         return self.last[2]
+
+    def best_point(self):
+        """``(f, x, g)`` at the lowest point this line evaluated, or None if that is ``x0``."""
+        alpha, f, g = self.best
+        if alpha == 0.0:
+            return None
+        x = np.empty_like(self.x0)
+        np.multiply(self.d, alpha * self.scale, out=x)
+        x += self.x0
+        return f, x, g
 
     def restore(self):
         """Put the parameters back at ``x0``."""

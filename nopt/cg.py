@@ -3,7 +3,7 @@ import math
 
 import numpy as np
 
-from ._closure_optimizer import ClosureOptimizer, absmax as _absmax
+from ._closure_optimizer import ClosureOptimizer, absmax as _absmax, stop_reason
 from ._linesearch import ClosureLine, StepReport, check_common_options, wolfe_search
 
 __all__ = ["CG"]
@@ -89,7 +89,10 @@ class CG(ClosureOptimizer):
     -----
     The closure protocol, ``last_step`` and the handling of bad closures are
     :class:`nopt.LBFGS`'s (with the line search). A failed line search
-    along a conjugate direction is retried once along :math:`-g`.
+    along a conjugate direction is retried once along :math:`-g` (a
+    restart); if that fails too, the step stops with ``last_step.reason ==
+    "line_search"`` and the parameters at the lowest point evaluated, never
+    above the step's start.
 
     State (on the first parameter): ``func_evals``, ``n_iter``, ``d``,
     ``t``, ``prev_flat_grad``, ``prev_loss``, ``n_since_restart``.
@@ -110,20 +113,36 @@ class CG(ClosureOptimizer):
             # A CG iteration takes ~1.5 closure calls with scipy's search;
             # LBFGS's max_iter * 5 // 4 would starve it.
             max_eval = 3 * int(max_iter)
-        max_eval = check_common_options(max_iter, max_eval, tolerance_grad, tolerance_change)
+        defaults = self._check_options(dict(
+            max_iter=max_iter, max_eval=max_eval, tolerance_grad=tolerance_grad,
+            tolerance_change=tolerance_change, beta=beta, restart_every=restart_every,
+            c1=c1, c2=c2))
+        super().__init__(params, defaults)
+
+    _state_spec = {"d": "array", "prev_flat_grad": "array", "t": "number", "prev_loss": "number",
+                   "n_since_restart": "count"}
+    _state_required = ("d", "prev_flat_grad")
+
+    @staticmethod
+    def _check_options(group):
+        """Validate a group's hyperparameters; return them normalised (also used on load)."""
+        max_eval = check_common_options(group["max_iter"], group["max_eval"],
+                                        group["tolerance_grad"], group["tolerance_change"])
+        beta = group["beta"]
         if beta not in BETA_RULES:
             raise ValueError(f"Invalid beta rule: {beta!r} (expected one of {', '.join(BETA_RULES)})")
+        restart_every = group["restart_every"]
         if restart_every is not None and (
                 isinstance(restart_every, bool) or not isinstance(restart_every, (int, np.integer))
                 or restart_every < 1):
             raise ValueError(f"Invalid restart_every: {restart_every!r} (expected an int >= 1 or None)")
-        if not (isinstance(c1, (int, float)) and isinstance(c2, (int, float)) and 0 < c1 < c2 < 1):
+        c1, c2 = group["c1"], group["c2"]
+        if not (isinstance(c1, (int, float)) and isinstance(c2, (int, float))
+                and not isinstance(c1, bool) and not isinstance(c2, bool) and 0 < c1 < c2 < 1):
             raise ValueError(f"Invalid Wolfe parameters c1={c1!r}, c2={c2!r} (expected 0 < c1 < c2 < 1)")
-        defaults = dict(max_iter=int(max_iter), max_eval=max_eval, tolerance_grad=tolerance_grad,
-                        tolerance_change=tolerance_change, beta=beta,
-                        restart_every=None if restart_every is None else int(restart_every),
-                        c1=float(c1), c2=float(c2))
-        super().__init__(params, defaults)
+        return dict(group, max_iter=int(group["max_iter"]), max_eval=max_eval,
+                    restart_every=None if restart_every is None else int(restart_every),
+                    c1=float(c1), c2=float(c2))
 
     def _step(self, closure, on_iter=None):
         """``step`` with ``on_iter(loss, prev_loss) -> reason or None`` after each iteration."""
@@ -194,9 +213,11 @@ class CG(ClosureOptimizer):
                 extra = None if since + 1 >= restart_every else self._descent_test(
                     rule, g, d, gtd, tolerance_grad)
                 ls_evals = 0
+                lines = []
                 try:
                     res = self._search(flat, closure, d, loss, g, gtd, old_f,
                                        max_eval - current_evals, c1, c2, extra)
+                    lines.append(self._line)
                     ls_evals = res.n_evals
                     if not res.ok and res.reason != "max_eval" and not restarted:
                         d = np.negative(g)
@@ -206,6 +227,7 @@ class CG(ClosureOptimizer):
                             rule, g, d, gtd, tolerance_grad)
                         res = self._search(flat, closure, d, loss, g, gtd, old_f,
                                            max_eval - current_evals - ls_evals, c1, c2, extra)
+                        lines.append(self._line)
                         ls_evals += res.n_evals
                 except BaseException:
                     t = 0.0
@@ -216,29 +238,20 @@ class CG(ClosureOptimizer):
                 if not res.ok:
                     t = 0.0
                     reason = res.reason
+                    # Leave the lowest point the failed searches saw, if below.
+                    for line in lines:
+                        best = line.best_point()
+                        if best is not None and best[0] < loss:
+                            loss, x_best, g = best
+                            flat.set(x_best)
                     break
                 t, loss, g = res.t, res.loss, res.grad
 
-                # ---- stopping tests
-                if on_iter is not None:
-                    stop = on_iter(loss, prev_loss)
-                    if stop:
-                        reason = stop
-                        break
-                if n_iter == max_iter:
-                    reason = "max_iter"
-                    break
-                if current_evals >= max_eval:
-                    reason = "max_eval"
-                    break
-                if _absmax(g) <= tolerance_grad:
-                    reason = "gtol"
-                    break
-                if max(d.max(), -d.min()) * t <= tolerance_change:
-                    reason = "tolerance_change"
-                    break
-                if abs(loss - prev_loss) < tolerance_change:
-                    reason = "tolerance_change"
+                # ---- stopping tests (shared with LBFGS)
+                reason = stop_reason(on_iter, loss, prev_loss, n_iter, max_iter, current_evals,
+                                     max_eval, _absmax(g), tolerance_grad,
+                                     max(d.max(), -d.min()) * t, tolerance_change)
+                if reason:
                     break
         finally:
             state["d"] = d
@@ -247,7 +260,7 @@ class CG(ClosureOptimizer):
             state["prev_loss"] = prev_loss
             state["n_since_restart"] = since
 
-        self.last_step = StepReport(reason, n_iter, current_evals, loss, g)
+        self.last_step = StepReport(reason or "max_iter", n_iter, current_evals, loss, g)
         return orig_loss
 
     @staticmethod

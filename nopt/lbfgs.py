@@ -144,7 +144,10 @@ class LBFGS(ClosureOptimizer):
         super().__setstate__(state)
         self.__dict__.setdefault("bounds", None)
 
-    _state_lists = ("old_dirs", "old_stps")
+    _state_spec = {"d": "array", "prev_flat_grad": "array", "old_dirs": "arrays",
+                   "old_stps": "arrays", "ro": "floats", "al": "floats_or_none", "t": "number",
+                   "H_diag": "number", "prev_loss": "number"}
+    _state_required = ("d", "t", "old_dirs", "old_stps", "ro", "H_diag", "prev_flat_grad")
 
     def _step(self, closure, on_iter=None):
         """``step`` with ``on_iter(loss, prev_loss) -> reason or None`` after each iteration."""
