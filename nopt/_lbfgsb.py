@@ -303,12 +303,6 @@ class History:
         self.ro = [1.0 / float(v) for v in np.diag(self.SY)]
         self.theta = float(self.YY[-1, -1] / self.SY[-1, -1])
 
-    def matches(self, state):
-        """Whether ``state``'s lists are the ones this history handed out."""
-        a, b = state.get("old_stps"), state.get("old_dirs")
-        return (a is self.old_stps and b is self.old_dirs and len(a) == self.k
-                and len(b) == self.k and (self.k == 0 or (a[-1] is self.old_stps[-1])))
-
     # ---- compact form
     def middle(self):
         """M^{-1} = [[-D, L^T], [L, theta S^T S]] (2k x 2k)."""
@@ -524,7 +518,8 @@ def line_search(evaluate, x, f, g, d, t, t_max, max_ls, max_evals, box, best):
             box.clip(xt, out=xt)
         n += 1
         ft, gt = evaluate(xt)
-        gtd = float(gt @ d)
+        with np.errstate(over="ignore", invalid="ignore"):
+            gtd = float(gt @ d)
         if not (math.isfinite(ft) and math.isfinite(gtd)):
             return _backtrack(evaluate, x, f, gd, d, t, n, limit, max_ls, box, best)
         if ft < best[0]:
