@@ -40,6 +40,7 @@ References
 import math
 
 import numpy as np
+from scipy.linalg.lapack import dgesv as _gesv
 
 from ._linesearch import stop_reason
 
@@ -214,7 +215,11 @@ class History:
 
     Rows live in a buffer of ``2m`` rows and are never overwritten: when it
     fills, the live rows move to a new buffer. So the arrays handed out as
-    ``old_stps``/``old_dirs`` (views of rows) stay valid.
+    ``old_stps``/``old_dirs`` (views of rows) stay valid. The Gram matrices
+    :math:`S S^\top`, :math:`S Y^\top` (:math:`s_i^\top y_j`),
+    :math:`Y Y^\top` and :math:`R` (the upper triangle of :math:`S Y^\top`)
+    live in ``2m x 2m`` buffers indexed like the rows, so dropping the
+    oldest pair moves nothing.
     """
 
     def __init__(self, m, n, dtype):
@@ -225,59 +230,68 @@ class History:
 
     def clear(self):
         self._S = self._Y = None
+        self._G = None  # SS, SY, YY, R buffers
         self.start = 0
         self.k = 0
-        self.SS = self.SY = self.YY = np.empty((0, 0))
         self.theta = 1.0
         self.old_stps, self.old_dirs, self.ro = [], [], []
 
-    @property
-    def S(self):
-        return self._S[self.start:self.start + self.k]
+    def _window(self, i):
+        a, b = self.start, self.start + self.k
+        return self._G[i, a:b, a:b]
 
-    @property
-    def Y(self):
-        return self._Y[self.start:self.start + self.k]
+    S = property(lambda self: self._S[self.start:self.start + self.k])
+    Y = property(lambda self: self._Y[self.start:self.start + self.k])
+    SS = property(lambda self: self._window(0))
+    SY = property(lambda self: self._window(1))
+    YY = property(lambda self: self._window(2))
+    R = property(lambda self: self._window(3))
+
+    def _grow(self):
+        """A fresh buffer with the live rows (and Gram windows) at its top."""
+        rows = 2 * self.m
+        k = self.k
+        S = np.empty((rows, self.n), dtype=self.dtype)
+        Y = np.empty((rows, self.n), dtype=self.dtype)
+        G = np.zeros((4, rows, rows))
+        if k:
+            S[:k] = self.S
+            Y[:k] = self.Y
+            a = self.start
+            G[:, :k, :k] = self._G[:, a:a + k, a:a + k]
+        self._S, self._Y, self._G, self.start = S, Y, G, 0
+        self.old_stps = list(S[:k])
+        self.old_dirs = list(Y[:k])
 
     def push(self, s, y, ys, yy):
         """Append the pair (s, y) with ``ys = s.y``, ``yy = y.y``; drop the oldest when full."""
         if self.k == self.m:
             self.start += 1
             self.k -= 1
-            self.SS, self.SY, self.YY = self.SS[1:, 1:], self.SY[1:, 1:], self.YY[1:, 1:]
             del self.old_stps[0], self.old_dirs[0], self.ro[0]
         if self._S is None or self.start + self.k == self._S.shape[0]:
-            rows = 2 * self.m
-            S = np.empty((rows, self.n), dtype=self.dtype)
-            Y = np.empty((rows, self.n), dtype=self.dtype)
-            if self.k:
-                S[:self.k] = self.S
-                Y[:self.k] = self.Y
-            self._S, self._Y, self.start = S, Y, 0
-            self.old_stps = list(S[:self.k])
-            self.old_dirs = list(Y[:self.k])
+            self._grow()
         row = self.start + self.k
         self._S[row] = s
         self._Y[row] = y
         self.k += 1
-        S, Y = self.S, self.Y
+        a = self.start
+        S, Y = self._S[a:row + 1], self._Y[a:row + 1]
         s, y = self._S[row], self._Y[row]
         self.old_stps.append(s)
         self.old_dirs.append(y)
         self.ro.append(1.0 / ys)
-        k = self.k
-        Ss, Sy, Ys = S @ s, S @ y, Y @ s
-        SS = np.empty((k, k))
-        SS[:-1, :-1] = self.SS
-        SS[-1, :] = SS[:, -1] = Ss
-        SY = np.empty((k, k))
-        SY[:-1, :-1] = self.SY
-        SY[-1, :] = Ys  # s_new . y_j
-        SY[:, -1] = Sy  # s_i . y_new
-        YY = np.empty((k, k))
-        YY[:-1, :-1] = self.YY
-        YY[-1, :] = YY[:, -1] = Y @ y
-        self.SS, self.SY, self.YY = SS, SY, YY
+        G = self._G
+        Ss = S @ s
+        G[0, row, a:row + 1] = Ss
+        G[0, a:row + 1, row] = Ss
+        G[1, row, a:row + 1] = Y @ s  # s_new . y_j
+        Sy = S @ y
+        G[1, a:row + 1, row] = Sy  # s_i . y_new
+        G[3, a:row + 1, row] = Sy  # R: upper triangle of S Y^T
+        Yy = Y @ y
+        G[2, row, a:row + 1] = Yy
+        G[2, a:row + 1, row] = Yy
         self.theta = yy / ys
 
     def load(self, old_stps, old_dirs):
@@ -290,16 +304,17 @@ class History:
         k = len(old_stps)
         if not k:
             return
-        m = max(self.m, k)
-        self.m = m
-        S = np.empty((2 * m, self.n), dtype=self.dtype)
-        Y = np.empty((2 * m, self.n), dtype=self.dtype)
-        S[:k] = np.asarray(old_stps)
-        Y[:k] = np.asarray(old_dirs)
-        self._S, self._Y, self.start, self.k = S, Y, 0, k
-        S, Y = self.S, self.Y
-        self.SS, self.SY, self.YY = S @ S.T, S @ Y.T, Y @ Y.T
-        self.old_stps, self.old_dirs = list(S), list(Y)
+        self.m = max(self.m, k)
+        self._S = np.asarray(old_stps, dtype=self.dtype)
+        self._Y = np.asarray(old_dirs, dtype=self.dtype)
+        self.k = k
+        self._G = np.zeros((4, k, k))
+        S, Y = self._S, self._Y
+        self._G[0] = S @ S.T
+        self._G[1] = S @ Y.T
+        self._G[2] = Y @ Y.T
+        self._G[3] = np.triu(self._G[1])
+        self._grow()
         self.ro = [1.0 / float(v) for v in np.diag(self.SY)]
         self.theta = float(self.YY[-1, -1] / self.SY[-1, -1])
 
@@ -308,13 +323,28 @@ class History:
         """M^{-1} = [[-D, L^T], [L, theta S^T S]] (2k x 2k)."""
         k = self.k
         SY = self.SY
-        L = np.tril(SY, -1)
+        R = self.R
         mid = np.empty((2 * k, 2 * k))
-        mid[:k, :k] = -np.diag(np.diag(SY))
-        mid[:k, k:] = L.T
-        mid[k:, :k] = L
-        mid[k:, k:] = self.theta * self.SS
+        mid[:k, :k] = 0.0
+        np.fill_diagonal(mid[:k, :k], -np.diagonal(SY))
+        mid[k:, :k] = SY
+        mid[k:, :k] -= R
+        mid[:k, k:] = mid[k:, :k].T
+        np.multiply(self.SS, self.theta, out=mid[k:, k:])
         return mid
+
+    def newton_matrix(self):
+        """M^{-1} - W^T W / theta with every variable free:
+        [[-D - Y^T Y / theta, -R^T], [-R, 0]]."""
+        k = self.k
+        mat = np.empty((2 * k, 2 * k))
+        top = mat[:k, :k]
+        np.multiply(self.YY, -1.0 / self.theta, out=top)
+        top.flat[::k + 1] -= np.diagonal(self.SY)
+        np.negative(self.R, out=mat[k:, :k])
+        mat[:k, k:] = mat[k:, :k].T
+        mat[k:, k:] = 0.0
+        return mat
 
     def WtW(self):
         t = self.theta
@@ -328,16 +358,30 @@ class History:
 
     def Wt(self, v):
         """W^T v = [Y v; theta S v]."""
-        return np.concatenate((self.Y @ v, self.theta * (self.S @ v)))
+        out = np.empty(2 * self.k)
+        np.matmul(self.Y, v, out=out[:self.k])
+        np.matmul(self.S, v, out=out[self.k:])
+        out[self.k:] *= self.theta
+        return out
 
     def W(self, u):
         """W u = Y^T u_1 + theta S^T u_2."""
         k = self.k
-        return self.Y.T @ u[:k] + self.theta * (self.S.T @ u[k:])
+        out = u[:k] @ self.Y
+        out += (self.theta * u[k:]) @ self.S
+        return out
 
     def W_rows(self, idx):
         """The rows of W for the variables ``idx`` (len(idx) x 2k)."""
         return np.concatenate((self.Y[:, idx].T, self.theta * self.S[:, idx].T), axis=1)
+
+
+def _solve(a, b):
+    """Solve the small dense system ``a x = b`` (LAPACK's gesv, less wrapping than NumPy's)."""
+    lu, piv, x, info = _gesv(a, b, overwrite_a=0, overwrite_b=0)
+    if info != 0:
+        raise np.linalg.LinAlgError("singular L-BFGS-B system")
+    return x
 
 
 # ---------------------------------------------------------------- direction
@@ -368,8 +412,10 @@ def cauchy_point(x, g, box, hist, Minv):
     p = hist.Wt(d) if k else np.empty(0)
     c = np.zeros(2 * k)
 
+    M = _solve(Minv, np.eye(2 * k)) if k else None
+
     def Mv(v):
-        return np.linalg.solve(Minv, v) if k else v
+        return M @ v if k else v
 
     Mp = Mv(p)
     f1 = -dd
@@ -433,19 +479,21 @@ def subspace_min(x, g, xcp, c, free, box, hist, Minv):
     if box is None:
         r = -g  # xcp = x, c = 0
     else:
-        r = -(g + theta * (xcp - x) - hist.W(np.linalg.solve(Minv, c)))
+        r = -(g + theta * (xcp - x) - hist.W(_solve(Minv, c)))
         if not all_free:
             r[~free] = 0.0
-    WtW = hist.WtW()
-    if not all_free:
+    if all_free:
+        mat = hist.newton_matrix()
+    else:
         fixed = np.flatnonzero(~free)
         if fixed.size <= nfree:
             Wf = hist.W_rows(fixed)
-            WtW = WtW - Wf.T @ Wf
+            WtW = hist.WtW() - Wf.T @ Wf
         else:
             Wz = hist.W_rows(np.flatnonzero(free))
             WtW = Wz.T @ Wz
-    v = np.linalg.solve(Minv - WtW / theta, hist.Wt(r))
+        mat = Minv - WtW / theta
+    v = _solve(mat, hist.Wt(r))
     du = r / theta + hist.W(v) / (theta * theta)
     if not all_free:
         du[~free] = 0.0
@@ -472,7 +520,7 @@ def direction(x, g, box, hist):
     if box is None:
         if hist.k == 0:
             return -g
-        return (subspace_min(x, g, x, None, None, None, hist, hist.middle()) - x).astype(
+        return (subspace_min(x, g, x, None, None, None, hist, None) - x).astype(
             x.dtype, copy=False)
     Minv = hist.middle() if hist.k else None
     xcp, c, free = cauchy_point(x, g, box, hist, Minv)
@@ -487,11 +535,12 @@ def direction(x, g, box, hist):
 class _Search:
     """Outcome of :func:`line_search` (``ok``: a step was taken)."""
 
-    __slots__ = ("ok", "reason", "t", "x", "f", "g", "n_evals")
+    __slots__ = ("ok", "reason", "t", "x", "f", "g", "n_evals", "gd0")
 
-    def __init__(self, ok, reason, t=0.0, x=None, f=None, g=None, n_evals=0):
+    def __init__(self, ok, reason, t=0.0, x=None, f=None, g=None, n_evals=0, gd0=0.0):
         self.ok, self.reason, self.t, self.x, self.f, self.g = ok, reason, t, x, f, g
         self.n_evals = n_evals
+        self.gd0 = gd0  # g.d at the start
 
 
 def line_search(evaluate, x, f, g, d, t, t_max, max_ls, max_evals, box, best):
@@ -526,7 +575,7 @@ def line_search(evaluate, x, f, g, d, t, t_max, max_ls, max_evals, box, best):
             best[:] = ft, xt, gt
         t, _, _, task = dcsrch._iterate(t, ft, gtd, task)
     if task[:4] in (b"CONV", b"WARN") and ft <= f:
-        return _Search(True, None, t, xt, ft, gt, n)
+        return _Search(True, None, t, xt, ft, gt, n, gd)
     return _Search(False, "line_search", n_evals=n)
 
 
@@ -543,7 +592,7 @@ def _backtrack(evaluate, x, f, gd, d, t, n, limit, max_ls, box, best):
         if ft < best[0]:
             best[:] = ft, xt, gt
         if ft <= f + LS_FTOL * t * gd:
-            return _Search(True, "backtrack", t, xt, ft, gt, n)
+            return _Search(True, "backtrack", t, xt, ft, gt, n, gd)
     return _Search(False, "nonfinite" if limit == max_ls else "max_eval", n_evals=n)
 
 
@@ -633,12 +682,14 @@ def lbfgsb_run(space, x, f, g, state, hist, box, options, on_iter=None):
             s = res.x - x
             y = res.g - g
             ys = float(s @ y)
-            if ys > eps * -float(g @ s):
+            # -g.s = -t g.d, known from the search
+            if ys > eps * -t * res.gd0:
                 hist.push(s, y, ys, float(y @ y))
             prev_f = f
             x, f, g = res.x, res.f, res.g
             reason = stop_reason(on_iter, f, prev_f, n_iter, max_iter, counter[0], max_eval,
-                                 gmax(x, g), tolerance_grad, float(np.abs(s).max(initial=0.0)),
+                                 gmax(x, g), tolerance_grad,
+                                 float(np.abs(s).max()) if tolerance_change > 0 else math.inf,
                                  tolerance_change)
             if reason:
                 break

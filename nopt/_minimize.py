@@ -67,6 +67,8 @@ class _Objective:
 
     @staticmethod
     def _scalar(value):
+        if type(value) is float or type(value) is np.float64:
+            return float(value)  # the common case, without an array
         a = np.asarray(value)
         if a.size != 1 or a.dtype.kind not in "fiub":
             raise ValueError(
@@ -131,6 +133,8 @@ class _Objective:
         return f, self._grad_copy(g)
 
     def _grad_copy(self, g):
+        if type(g) is np.ndarray and g.dtype == self.dtype and g.shape == (self.n,):
+            return g.copy()  # the common case
         g = np.asarray(g)
         if g.size != self.n:
             raise ValueError(f"the gradient has shape {g.shape}; expected ({self.n},)")
@@ -237,7 +241,8 @@ def minimize(fun, x0, args=(), method="L-BFGS", jac=None, tol=None, callback=Non
         ``eps``.
         CG: ``maxiter`` (200 n), ``maxfev`` (no limit), ``gtol`` (1e-5),
         ``ftol`` (0: off, as scipy's CG), ``beta`` ("PR+"),
-        ``restart_every`` (n), ``c1`` (1e-4), ``c2`` (0.4),
+        ``restart_every`` (none: as scipy's CG, restart only when the new
+        direction is not a sufficient descent direction), ``c1`` (1e-4), ``c2`` (0.4),
         ``tolerance_change`` (0), ``eps``. Other optimizers: ``maxiter``
         (steps, 1000), ``gtol`` (1e-5), ``eps``; everything else (``lr``,
         ``betas``, ``momentum``, ...) goes to the optimizer's constructor.
@@ -400,7 +405,9 @@ def _run_line_search(kind, cls, x, objective, report, options):
         optimizer = cls([x], max_iter=maxiter, max_eval=_HUGE if maxfun is None else maxfun,
                         tolerance_grad=gtol, tolerance_change=tolerance_change,
                         beta=options.pop("beta", "PR+"),
-                        restart_every=options.pop("restart_every", None),
+                        # scipy's CG restarts only on a bad direction, never periodically;
+                        # a restart every n iterations stalls on badly scaled problems.
+                        restart_every=options.pop("restart_every", None) or _HUGE,
                         c1=options.pop("c1", 1e-4), c2=options.pop("c2", 0.4))
 
     def on_iter(loss, prev_loss):

@@ -194,6 +194,7 @@ def test_cg_leaves_best_point_after_failed_restart():
     assert res.fun == min(seen)
 
 
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning")
 @pytest.mark.parametrize("method", ["L-BFGS", "CG"])
 def test_unbounded_below_stops(method):
     for fun, x0 in ((lambda x: (float(-x.sum()), -np.ones_like(x)), np.zeros(3)),
