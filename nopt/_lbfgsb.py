@@ -42,6 +42,7 @@ import math
 import numpy as np
 from scipy.linalg.lapack import dgesv as _gesv
 
+from ._kernels import lbfgsb as _kernels
 from ._linesearch import stop_reason
 
 try:
@@ -263,59 +264,55 @@ class History:
         self.old_stps = list(S[:k])
         self.old_dirs = list(Y[:k])
 
-    def push(self, s, y, ys, yy):
-        """Append the pair (s, y) with ``ys = s.y``, ``yy = y.y``; drop the oldest when full."""
+    def slot(self):
+        """The buffer row the next pair goes to (made free first if needed)."""
+        if self._S is None or self.start + self.k == self._S.shape[0]:
+            self._grow()
+        return self.start + self.k
+
+    def pair(self, x1, x0, g1, g0):
+        """Write ``s = x1 - x0``, ``y = g1 - g0`` into :meth:`slot`; return ``(row, s.y, y.y)``.
+
+        The pair joins the memory only by :meth:`accept`.
+        """
+        row = self.slot()
+        ys, yy = _kernels.pair(self._S, self._Y, row, x1, x0, g1, g0)
+        return row, ys, yy
+
+    def accept(self, ys, yy):
+        """Keep the pair last written by :meth:`pair`; drop the oldest when full."""
         if self.k == self.m:
             self.start += 1
             self.k -= 1
             del self.old_stps[0], self.old_dirs[0], self.ro[0]
-        if self._S is None or self.start + self.k == self._S.shape[0]:
-            self._grow()
         row = self.start + self.k
-        self._S[row] = s
-        self._Y[row] = y
+        _kernels.gram_update(self._S, self._Y, self._G, self.start, row)
         self.k += 1
-        a = self.start
-        S, Y = self._S[a:row + 1], self._Y[a:row + 1]
-        s, y = self._S[row], self._Y[row]
-        self.old_stps.append(s)
-        self.old_dirs.append(y)
+        self.old_stps.append(self._S[row])
+        self.old_dirs.append(self._Y[row])
         self.ro.append(1.0 / ys)
-        G = self._G
-        Ss = S @ s
-        G[0, row, a:row + 1] = Ss
-        G[0, a:row + 1, row] = Ss
-        G[1, row, a:row + 1] = Y @ s  # s_new . y_j
-        Sy = S @ y
-        G[1, a:row + 1, row] = Sy  # s_i . y_new
-        G[3, a:row + 1, row] = Sy  # R: upper triangle of S Y^T
-        Yy = Y @ y
-        G[2, row, a:row + 1] = Yy
-        G[2, a:row + 1, row] = Yy
         self.theta = yy / ys
 
     def load(self, old_stps, old_dirs):
         """Rebuild from state lists (oldest first), as saved or loaded from torch.
 
-        Every step starts here, so that a resumed run (state_dict, then
-        load_state_dict) is bitwise the run that went on.
+        Every step starts here (with the same kernel as :meth:`accept`), so
+        that a resumed run (state_dict, then load_state_dict) is bitwise the
+        run that went on.
         """
         self.clear()
         k = len(old_stps)
         if not k:
             return
         self.m = max(self.m, k)
-        self._S = np.asarray(old_stps, dtype=self.dtype)
-        self._Y = np.asarray(old_dirs, dtype=self.dtype)
-        self.k = k
-        self._G = np.zeros((4, k, k))
-        S, Y = self._S, self._Y
-        self._G[0] = S @ S.T
-        self._G[1] = S @ Y.T
-        self._G[2] = Y @ Y.T
-        self._G[3] = np.triu(self._G[1])
         self._grow()
-        self.ro = [1.0 / float(v) for v in np.diag(self.SY)]
+        self._S[:k] = np.asarray(old_stps, dtype=self.dtype)
+        self._Y[:k] = np.asarray(old_dirs, dtype=self.dtype)
+        for row in range(k):
+            _kernels.gram_update(self._S, self._Y, self._G, 0, row)
+        self.k = k
+        self.old_stps, self.old_dirs = list(self._S[:k]), list(self._Y[:k])
+        self.ro = [1.0 / float(v) for v in np.diagonal(self.SY)]
         self.theta = float(self.YY[-1, -1] / self.SY[-1, -1])
 
     # ---- compact form
@@ -520,8 +517,11 @@ def direction(x, g, box, hist):
     if box is None:
         if hist.k == 0:
             return -g
-        return (subspace_min(x, g, x, None, None, None, hist, None) - x).astype(
-            x.dtype, copy=False)
+        # subspace_min with every variable free and xcp = x: d = -B^{-1} g
+        d = np.empty_like(g)
+        _kernels.newton_step(hist._S, hist._Y, hist._G, hist.start, hist.k, hist.theta,
+                             np.negative(g), d, np.empty(4 * hist.k))
+        return d
     Minv = hist.middle() if hist.k else None
     xcp, c, free = cauchy_point(x, g, box, hist, Minv)
     if hist.k:
@@ -567,8 +567,7 @@ def line_search(evaluate, x, f, g, d, t, t_max, max_ls, max_evals, box, best):
             box.clip(xt, out=xt)
         n += 1
         ft, gt = evaluate(xt)
-        with np.errstate(over="ignore", invalid="ignore"):
-            gtd = float(gt @ d)
+        gtd = float(gt @ d)
         if not (math.isfinite(ft) and math.isfinite(gtd)):
             return _backtrack(evaluate, x, f, gd, d, t, n, limit, max_ls, box, best)
         if ft < best[0]:
@@ -679,12 +678,11 @@ def lbfgsb_run(space, x, f, g, state, hist, box, options, on_iter=None):
             n_iter += 1
             state["n_iter"] += 1
             t = res.t
-            s = res.x - x
-            y = res.g - g
-            ys = float(s @ y)
+            row, ys, yy = hist.pair(res.x, x, res.g, g)
+            s = hist._S[row]
             # -g.s = -t g.d, known from the search
             if ys > eps * -t * res.gd0:
-                hist.push(s, y, ys, float(y @ y))
+                hist.accept(ys, yy)
             prev_f = f
             x, f, g = res.x, res.f, res.g
             reason = stop_reason(on_iter, f, prev_f, n_iter, max_iter, counter[0], max_eval,
