@@ -51,6 +51,7 @@ __all__ = [
     "call_closure",
     "stop_reason",
     "ClosureSpace",
+    "FlatArray",
     "loss_value",
     "check_common_options",
     "REASONS",
@@ -287,6 +288,36 @@ class FlatParams:
         else:
             for v, sl in zip(self.views, self.slices):
                 v += (d[sl] * t).astype(v.dtype, copy=False)
+
+
+class FlatArray:
+    """A plain 1-D array with :class:`FlatParams`'s methods: ``nopt.minimize``'s
+    lean path runs CG's loop on it, without Parameters. ``grad`` is set by
+    the closure."""
+
+    __slots__ = ("x", "dtype", "numel", "grad")
+
+    def __init__(self, x):
+        self.x = x
+        self.dtype = x.dtype
+        self.numel = x.size
+        self.grad = None
+
+    def gather_grad(self):
+        return self.grad
+
+    def get(self, out=None):
+        if out is None:
+            return self.x.copy()
+        out[...] = self.x
+        return out
+
+    def set(self, x):
+        self.x[...] = x
+
+    def set_step(self, x0, t, d):
+        np.multiply(d, t, out=self.x)
+        self.x += x0
 
 
 class ClosureSpace:

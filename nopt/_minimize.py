@@ -1,10 +1,13 @@
 """``nopt.minimize``: scipy.optimize.minimize's interface over nopt's optimizers.
 
-``minimize(fun, x0, method="L-BFGS")`` wraps ``fun`` in a closure on one
-flat :class:`nopt.Parameter` and runs :class:`nopt.LBFGS` (with scipy's
-Wolfe line search), :class:`nopt.CG`, or any other nopt optimizer for a
-fixed number of steps. :func:`scipy_method` turns the same thing into a
-custom method for ``scipy.optimize.minimize(method=...)``.
+``minimize(fun, x0, method="L-BFGS")`` runs the iteration of
+:class:`nopt.LBFGS` (``line_search_fn="strong_wolfe"``: L-BFGS-B,
+``nopt._lbfgsb``) or :class:`nopt.CG` (``cg.cg_run``) on a plain array: the
+same loop code as the closure optimizers, without Parameters, closures or
+optimizer objects, so the per-call overhead is scipy's. Any other nopt
+optimizer runs on one flat :class:`nopt.Parameter` for a fixed number of
+steps. :func:`scipy_method` turns the same thing into a custom method for
+``scipy.optimize.minimize(method=...)``.
 """
 import inspect
 import math
@@ -14,7 +17,8 @@ import numpy as np
 from scipy.optimize import OptimizeResult, OptimizeWarning
 
 from ._lbfgsb import Box, History, check_bounds_pairs, lbfgsb_run
-from ._linesearch import REASONS, NonFiniteError
+from ._closure_optimizer import MAX_LS
+from ._linesearch import REASONS, FlatArray
 from ._parameter import Parameter
 from .optimizer import Optimizer
 
@@ -306,6 +310,10 @@ def minimize(fun, x0, args=(), method="L-BFGS", jac=None, tol=None, callback=Non
         if box is not None:
             box = Box(box.lower.astype(dtype), box.upper.astype(dtype))
             x0 = box.clip(np.asarray(x0, dtype=dtype))
+    if kind == "cg":
+        _check_options(options, _CG_OPTIONS, name)
+        return _run_cg(np.array(x0, dtype=dtype, copy=True), fun, args, jac, eps,
+                       _wrap_callback(callback), options)
     if kind == "lbfgs":
         _check_options(options, _LBFGS_OPTIONS, name)
         return _run_lbfgsb(np.array(x0, dtype=dtype, copy=True), fun, args, jac, eps, box,
@@ -315,11 +323,8 @@ def minimize(fun, x0, args=(), method="L-BFGS", jac=None, tol=None, callback=Non
     objective = _Objective(fun, x, args, jac, eps)
     report = _wrap_callback(callback)
 
-    if kind == "steps":
-        _check_options({k: v for k, v in options.items() if k in _STEP_OPTIONS}, _STEP_OPTIONS, name)
-        return _run_steps(cls, x, objective, report, options)
-    _check_options(options, _LBFGS_OPTIONS if kind == "lbfgs" else _CG_OPTIONS, name)
-    return _run_line_search(kind, cls, x, objective, report, options)
+    _check_options({k: v for k, v in options.items() if k in _STEP_OPTIONS}, _STEP_OPTIONS, name)
+    return _run_steps(cls, x, objective, report, options)
 
 
 def _result(x, fun, grad, nit, objective, reason, extra_message=None):
@@ -354,19 +359,10 @@ def _run_lbfgsb(x0, fun, args, jac, eps, box, report, options):
     objective = _Objective(fun, x0, args, jac, eps)
     space = _ArraySpace(objective.fg, x0)
 
-    def result(x, f, g, nit, reason, extra=None):
-        status, message = REASONS[reason]
-        if extra:
-            message = f"{message}: {extra}"
-        return OptimizeResult(x=np.array(x, copy=True), fun=f,
-                              jac=None if g is None else np.array(g, copy=True), nit=nit,
-                              nfev=objective.nfev, njev=objective.njev, status=status,
-                              success=status == 0, message=message)
-
     f, g = objective.fg(x0)
     if not (math.isfinite(f) and np.isfinite(g).all()):
-        return result(x0, math.nan, g, 0, "nonfinite",
-                      f"the loss or gradient is not finite at x0 (loss={f})")
+        return _array_result(objective, x0, math.nan, g, 0, "nonfinite",
+                             f"the loss or gradient is not finite at x0 (loss={f})")
 
     def on_iter(loss, prev_loss):
         if report is not None:
@@ -384,48 +380,63 @@ def _run_lbfgsb(x0, fun, args, jac, eps, box, report, options):
                        tolerance_grad=group["tolerance_grad"],
                        tolerance_change=group["tolerance_change"], lr=float(group["lr"]))
     reason, nit, _, f, g = lbfgsb_run(space, x0, f, g, state, hist, box, run_options, on_iter)
-    return result(space.x, f, g, nit, reason)
+    return _array_result(objective, space.x, f, g, nit, reason)
 
 
-def _run_line_search(kind, cls, x, objective, report, options):
-    n = x.size
+def _run_cg(x0, fun, args, jac, eps, report, options):
+    """The lean path: CG's loop (``cg.cg_run``) on a plain array, no Parameter or closure API."""
+    from .cg import CG, cg_run
+
+    n = x0.size
     maxfun = options.pop("maxfun", options.pop("maxfev", None))
-    gtol = options.pop("gtol", 1e-5)
-    tolerance_change = options.pop("tolerance_change", 0.0)
-    if kind == "lbfgs":
-        maxiter = options.pop("maxiter", 15000)
-        ftol = options.pop("ftol", 2.2204460492503131e-09)
-        optimizer = cls([x], lr=options.pop("lr", 1), max_iter=maxiter,
-                        max_eval=15000 if maxfun is None else maxfun,
-                        tolerance_grad=gtol, tolerance_change=tolerance_change,
-                        history_size=options.pop("maxcor", 10), line_search_fn="strong_wolfe")
-    else:
-        maxiter = options.pop("maxiter", 200 * n)
-        ftol = options.pop("ftol", 0.0)
-        optimizer = cls([x], max_iter=maxiter, max_eval=_HUGE if maxfun is None else maxfun,
-                        tolerance_grad=gtol, tolerance_change=tolerance_change,
-                        beta=options.pop("beta", "PR+"),
-                        # scipy's CG restarts only on a bad direction, never periodically;
-                        # a restart every n iterations stalls on badly scaled problems.
-                        restart_every=options.pop("restart_every", None) or _HUGE,
-                        c1=options.pop("c1", 1e-4), c2=options.pop("c2", 0.4))
+    group = CG._check_options(dict(
+        max_iter=options.pop("maxiter", 200 * n), max_eval=_HUGE if maxfun is None else maxfun,
+        tolerance_grad=options.pop("gtol", 1e-5),
+        tolerance_change=options.pop("tolerance_change", 0.0),
+        beta=options.pop("beta", "PR+"),
+        # scipy's CG restarts only on a bad direction, never periodically;
+        # a restart every n iterations stalls on badly scaled problems.
+        restart_every=options.pop("restart_every", None) or _HUGE,
+        c1=options.pop("c1", 1e-4), c2=options.pop("c2", 0.4)))
+    ftol = options.pop("ftol", 0.0)
+    if isinstance(ftol, bool) or not isinstance(ftol, (int, float, np.number)) or not ftol >= 0:
+        raise ValueError(f"Invalid ftol: {ftol!r} (expected a number >= 0)")
+    objective = _Objective(fun, x0, args, jac, eps)
+    flat = FlatArray(x0)
+
+    def closure():
+        f, flat.grad = objective.fg(flat.x)
+        return f
+
+    f = closure()
+    g = flat.grad
+    if not (math.isfinite(f) and np.isfinite(g).all()):
+        return _array_result(objective, x0, math.nan, g, 0, "nonfinite",
+                             f"the loss or gradient is not finite at x0 (loss={f})")
 
     def on_iter(loss, prev_loss):
         if report is not None:
             try:
-                report(OptimizeResult(x=x.view(np.ndarray).copy(), fun=loss))
+                report(OptimizeResult(x=flat.x.copy(), fun=loss))
             except StopIteration:
                 return "callback"
         if ftol > 0 and prev_loss - loss <= ftol * max(abs(prev_loss), abs(loss), 1.0):
             return "ftol"
         return None
 
-    try:
-        optimizer._step(objective, on_iter=on_iter)
-    except NonFiniteError as exc:
-        return _result(x, math.nan, x.grad, 0, objective, "nonfinite", str(exc))
-    step = optimizer.last_step
-    return _result(x, step.loss, step.grad, step.n_iter, objective, step.reason)
+    state = {"func_evals": 1, "n_iter": 0}
+    reason, nit, _, f, g = cg_run(flat, closure, state, group, f, g, MAX_LS, on_iter)
+    return _array_result(objective, flat.x, f, g, nit, reason)
+
+
+def _array_result(objective, x, f, g, nit, reason, extra=None):
+    status, message = REASONS[reason]
+    if extra:
+        message = f"{message}: {extra}"
+    return OptimizeResult(x=np.array(x, copy=True), fun=f,
+                          jac=None if g is None else np.array(g, copy=True), nit=nit,
+                          nfev=objective.nfev, njev=objective.njev, status=status,
+                          success=status == 0, message=message)
 
 
 def _run_steps(cls, x, objective, report, options):
