@@ -496,8 +496,6 @@ def scipy_method(method="L-BFGS"):
 
     def nopt_method(fun, x0, args=(), jac=None, hess=None, hessp=None, bounds=None,
                     constraints=(), callback=None, **options):
-        if bounds is not None:
-            raise ValueError(f"nopt method {method!r} does not support bounds")
         if constraints:
             raise ValueError(f"nopt method {method!r} does not support constraints")
         if hess is not None or hessp is not None:
@@ -505,7 +503,7 @@ def scipy_method(method="L-BFGS"):
                           RuntimeWarning, stacklevel=3)
         tol = options.pop("tol", None)
         return minimize(fun, x0, args=args, method=method, jac=jac, tol=tol,
-                        callback=callback, options=options)
+                        callback=callback, options=options, bounds=bounds)
 
     nopt_method.__name__ = f"nopt_{cls.__name__}"
     nopt_method.__qualname__ = nopt_method.__name__

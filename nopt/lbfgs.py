@@ -35,16 +35,28 @@ class LBFGS(ClosureOptimizer):
 
     With ``line_search_fn=None`` the step is fixed, :math:`t_k = \gamma`
     (:math:`\min(1, 1/\|g_0\|_1)\,\gamma` on the very first iteration), and
-    the trajectory is torch's. With ``line_search_fn="strong_wolfe"``,
-    :math:`t_k` satisfies the strong Wolfe conditions
+    the trajectory is torch's.
+
+    With ``line_search_fn="strong_wolfe"`` each iteration is **L-BFGS-B**'s
+    (:mod:`nopt._lbfgsb`, the code ``nopt.minimize`` runs too): with
+    :math:`B_k = \theta I - W M W^\top` the compact form of the same
+    memory, the generalized Cauchy point :math:`x^c` along the projected
+    path :math:`P(x_k - t g_k)`, then the model's minimiser over the
+    variables free at :math:`x^c`, projected into the box, gives
+    :math:`\bar x`; without bounds :math:`\bar x - x_k = -H_k g_k` exactly.
+    :math:`t_k \in (0, t_{\max}]` along :math:`d_k = \bar x - x_k`
+    satisfies
 
     .. math::
-        f(x_k + t d_k) \le f(x_k) + c_1 t\, g_k^\top d_k, \qquad
-        |\nabla f(x_k + t d_k)^\top d_k| \le c_2 |g_k^\top d_k|
+        f(x_k + t d_k) \le f(x_k) + 10^{-3}\, t\, g_k^\top d_k, \qquad
+        |\nabla f(x_k + t d_k)^\top d_k| \le 0.9\, |g_k^\top d_k|
 
-    with :math:`c_1 = 10^{-4}, c_2 = 0.9`, found by **scipy's** search
-    (MINPACK's DCSRCH, falling back to the Nocedal-Wright zoom search, as
-    scipy's own BFGS does), starting from the same trial step torch uses.
+    found by MINPACK's DCSRCH (scipy's port), with :math:`t_{\max}` the
+    largest feasible step. First trial step: :math:`\gamma
+    \min(1/\|d_0\|_2, 1)` on the very first iteration, :math:`\gamma`
+    after. A failed search drops the memory and retries from the Cauchy
+    step (steepest descent); a second failure stops the step (reason
+    ``"line_search"``) with the parameters at the lowest point evaluated.
 
     Parameters
     ----------
@@ -64,7 +76,15 @@ class LBFGS(ClosureOptimizer):
     history_size : int, default 100
         Number :math:`m` of stored pairs.
     line_search_fn : {None, "strong_wolfe"}
-        Fixed steps (torch's trajectory) or scipy's Wolfe line search.
+        Fixed steps (torch's trajectory) or the L-BFGS-B iteration.
+    bounds : list of (low, high), optional
+        Box bounds, one pair per parameter (``None`` for a free one);
+        ``low``/``high`` are None, numbers or arrays broadcastable to the
+        parameter's shape. Needs ``line_search_fn="strong_wolfe"``.
+        Parameters outside the box are clipped before the first evaluation;
+        ``tolerance_grad`` then applies to the projected gradient
+        :math:`\max_i |P(x - g) - x|_i`. Checked at construction
+        (``ValueError`` for a wrong count, NaN or ``low > high``).
 
     Notes
     -----

@@ -350,3 +350,13 @@ def test_step_without_closure_names_the_class(cls):
     opt = cls([nopt.Parameter(np.zeros(2))])
     with pytest.raises(TypeError, match=f"^{cls.__name__}.step needs a closure"):
         opt.step()
+
+
+def test_scipy_method_passes_bounds():
+    x0 = np.tile([-1.2, 1.0], 3)
+    bounds = [(-0.5, 0.7)] * 6
+    via_scipy = so.minimize(rosen, x0, jac=True, method=nopt.scipy_method("L-BFGS"), bounds=bounds)
+    direct = nopt.minimize(rosen, x0, jac=True, bounds=bounds)
+    np.testing.assert_array_equal(via_scipy.x, direct.x)
+    with pytest.raises(ValueError, match="does not support bounds"):
+        so.minimize(rosen, x0, jac=True, method=nopt.scipy_method("CG"), bounds=bounds)
