@@ -96,11 +96,11 @@ def make_problem(name):
     raise ValueError(f"unknown problem {name!r}")
 
 
-def solve(fun, x0, solver):
+def solve(fun, x0, solver, options=None):
     library, method = solver.split("-", 1)
     if library == "nopt":
-        return nopt.minimize(fun, x0, jac=True, method=method)
-    return so.minimize(fun, x0, jac=True, method=method)
+        return nopt.minimize(fun, x0, jac=True, method=method, options=options)
+    return so.minimize(fun, x0, jac=True, method=method, options=options)
 
 
 class _OneBlasThread:
@@ -115,13 +115,19 @@ class _OneBlasThread:
             self._limits = None
 
 
+OVERHEAD_MAXITER = 300  # enough iterations to average over; CG at n = 10,000 never ends otherwise
+
+
 def overhead_per_call(fun, x0, solver, repeat=3):
-    """Seconds per objective call spent outside the objective (best of ``repeat``)."""
+    """Seconds per objective call spent outside the objective (best of ``repeat``).
+
+    Runs at most ``OVERHEAD_MAXITER`` iterations.
+    """
     best = float("inf")
     nfev = 1
     for _ in range(repeat):
         start = time.perf_counter()
-        nfev = solve(fun, x0, solver).nfev
+        nfev = solve(fun, x0, solver, dict(maxiter=OVERHEAD_MAXITER)).nfev
         best = min(best, time.perf_counter() - start)
     alone = float("inf")
     for _ in range(repeat):

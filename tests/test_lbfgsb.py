@@ -360,3 +360,42 @@ def test_scipy_method_passes_bounds():
     np.testing.assert_array_equal(via_scipy.x, direct.x)
     with pytest.raises(ValueError, match="does not support bounds"):
         so.minimize(rosen, x0, jac=True, method=nopt.scipy_method("CG"), bounds=bounds)
+
+
+# ---------------------------------------------------------------- the compact form vs the two-loop recursion
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("n, m, pairs", [(1, 3, 2), (7, 3, 5), (50, 10, 10), (203, 5, 12)])
+def test_direction_is_the_two_loop_recursion(dtype, n, m, pairs):
+    """Without bounds, d = -H g from the compact form (Cython kernels) is the two-loop one."""
+    from nopt._lbfgsb import History, direction
+
+    rng = np.random.default_rng(n * 100 + pairs)
+    A = rng.standard_normal((n, n))
+    A = A @ A.T + n * np.eye(n)  # s.y > 0 for every pair
+    hist = History(m, n, dtype)
+    kept = []
+    x = rng.standard_normal(n).astype(dtype)
+    g = (A @ x).astype(dtype)
+    for _ in range(pairs):
+        x1 = (x - 0.1 * rng.standard_normal(n)).astype(dtype)
+        g1 = (A @ x1).astype(dtype)
+        row, ys, yy = hist.pair(x1, x, g1, g)
+        hist.accept(ys, yy)
+        kept.append(((x1 - x).astype(np.float64), (g1 - g).astype(np.float64)))
+        x, g = x1, g1
+    kept = kept[-m:]
+    q = -g.astype(np.float64)
+    alphas = []
+    for s, y in reversed(kept):
+        a = (s @ q) / (s @ y)
+        alphas.append(a)
+        q -= a * y
+    s, y = kept[-1]
+    r = q * (s @ y) / (y @ y)
+    for (s, y), a in zip(kept, reversed(alphas)):
+        r += s * (a - (y @ r) / (s @ y))
+    d = direction(x, g, None, hist)
+    assert d.dtype == dtype and hist.k == min(m, pairs)
+    tol = 1e-10 if dtype == np.float64 else 2e-4
+    np.testing.assert_allclose(d, r, rtol=0, atol=tol * np.abs(r).max())
+    assert [np.shares_memory(a, hist._S) for a in hist.old_stps] == [True] * hist.k
