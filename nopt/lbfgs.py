@@ -180,6 +180,9 @@ class LBFGS(ClosureOptimizer):
         box = None
         if self.bounds is not None:
             lower, upper = self.bounds
+            if lower.size != flat.numel:
+                raise ValueError(f"LBFGS: the bounds cover {lower.size} values but the parameters "
+                                 f"now hold {flat.numel}; construct the optimizer again")
             box = Box(lower.astype(flat.dtype), upper.astype(flat.dtype))
             x = flat.get()
             clipped = box.clip(x)
