@@ -21,7 +21,10 @@ The model is the compact form :math:`B = \\theta I - W M W^\\top`, with
 :math:`W = [Y,\\ \\theta S]` and
 :math:`M^{-1} = \\begin{bmatrix} -D & L^\\top \\\\ L & \\theta S^\\top S \\end{bmatrix}`.
 :class:`History` keeps :math:`S` and :math:`Y` as rows of one buffer and
-their Gram matrices up to date, so one iteration costs :math:`O(mn)`.
+their Gram matrices up to date, so one iteration costs :math:`O(mn)`; the
+memory update and the unconstrained direction are one Cython call each
+(``nopt/_kernels/lbfgsb.pyx``), so a small problem pays about scipy's
+per-call overhead.
 
 Everything the iteration touches goes through a *space* (``_linesearch``):
 ``evaluate(x) -> (f, g)`` and ``put(x)``. The closure optimizer's space writes
@@ -45,10 +48,9 @@ from scipy.linalg.lapack import dgesv as _gesv
 from ._kernels import lbfgsb as _kernels
 from ._linesearch import stop_reason
 
-try:
-    from scipy.optimize._dcsrch import DCSRCH
-except ImportError:  # pragma: no cover - scipy < 1.11 keeps MINPACK's in Fortran
-    DCSRCH = None
+# MINPACK's line search as scipy (>= 1.11, pyproject's floor) ports it; scipy's own
+# BFGS and CG drive the same class. Only its reverse-communication step is used.
+from scipy.optimize._dcsrch import DCSRCH
 
 __all__ = ["Box", "History", "lbfgsb_run", "check_bounds_pairs", "check_param_bounds"]
 
@@ -95,16 +97,6 @@ class Box:
                     return 0.0
                 t = min(t, float((room / d[up]).min()))
         return t
-
-
-def _as_bound_array(value, n, side, where):
-    a = np.asarray(value if value is not None else (-np.inf if side == "lower" else np.inf),
-                   dtype=object if value is None else None)
-    try:
-        a = np.array(a, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{where}: {side} bounds must be numbers or None") from exc
-    return a
 
 
 def _finish_box(lower, upper, where):
@@ -446,8 +438,6 @@ def cauchy_point(x, g, box, hist, Minv):
         f1 = -dd + theta * t_old * dd - (float(c @ Mp) if k else 0.0)
         f2 = max(theta * dd - (float(p @ Mp) if k else 0.0), np.finfo(float).eps * f2_org)
         dt_min = -f1 / f2
-    else:
-        pass
     dt_min = max(dt_min, 0.0)
     t = t_old + dt_min
     moving = d != 0
