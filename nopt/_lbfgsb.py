@@ -57,6 +57,7 @@ __all__ = ["Box", "History", "lbfgsb_run", "check_bounds_pairs", "check_param_bo
 # L-BFGS-B's line search constants (lnsrlb).
 LS_FTOL, LS_GTOL, LS_XTOL = 1e-3, 0.9, 0.1
 BIG_STEP = 1e10
+EPS64 = float(np.finfo(np.float64).eps)
 
 
 # ---------------------------------------------------------------- bounds
@@ -414,7 +415,9 @@ def cauchy_point(x, g, box, hist, Minv):
     order = np.flatnonzero(np.isfinite(tb))
     order = order[np.argsort(tb[order], kind="stable")]
     dt_min = -f1 / f2
-    for b in order:
+    f2_floor = EPS64 * f2_org
+    rows = hist.W_rows(order) if k else None  # W's rows for the breakpoints, in order
+    for i, b in enumerate(order.tolist()):
         t_b = float(tb[b])
         dt = t_b - t_old
         if dt_min < dt:
@@ -427,7 +430,7 @@ def cauchy_point(x, g, box, hist, Minv):
         dd -= d_b * d_b
         if k:
             c += dt * p
-            p = p - d_b * hist.W_rows([b])[0]
+            p = p - d_b * rows[i]
             Mp = Mv(p)
         t_old = t_b
         if dd <= 0.0 or not free.any():
@@ -436,7 +439,7 @@ def cauchy_point(x, g, box, hist, Minv):
         # f' and f'' of the model on the next segment (z = xcp - x, W^T z = c):
         # f' = g.d + theta z.d - c.M p = -dd + theta t dd - c.M p
         f1 = -dd + theta * t_old * dd - (float(c @ Mp) if k else 0.0)
-        f2 = max(theta * dd - (float(p @ Mp) if k else 0.0), np.finfo(float).eps * f2_org)
+        f2 = max(theta * dd - (float(p @ Mp) if k else 0.0), f2_floor)
         dt_min = -f1 / f2
     dt_min = max(dt_min, 0.0)
     t = t_old + dt_min
