@@ -482,8 +482,9 @@ def scipy_method(method="L-BFGS"):
     -------
     callable
         ``f(fun, x0, args, jac, hess, hessp, bounds, constraints, callback, **options)``,
-        scipy's protocol for ``minimize(method=callable)``. Options go to
-        :func:`minimize`; scipy's ``tol`` arrives as ``options["tol"]``.
+        scipy's protocol for ``minimize(method=callable)``. Options and
+        ``bounds`` (L-BFGS only) go to :func:`minimize`; scipy's ``tol``
+        arrives as ``options["tol"]``.
 
     Examples
     --------
