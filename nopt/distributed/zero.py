@@ -107,6 +107,10 @@ class ZeroRedundancyOptimizer(Optimizer):
         check_same_layout(self.comm, self.param_groups, "ZeroRedundancyOptimizer")
         self._partition()
         self.optim = optimizer_class(self._local_groups(), **defaults)
+        # The local optimizer filled in every default: the global groups (which
+        # schedulers see) and defaults get them too, as torch's ZeRO does.
+        self.defaults = dict(self.optim.defaults)
+        self._sync_groups(self.optim.param_groups, self.param_groups)
         self.state = self.optim.state
         self._initializing = False
         self._consolidated = None
@@ -144,6 +148,7 @@ class ZeroRedundancyOptimizer(Optimizer):
         check_same_layout(self.comm, self.param_groups, "ZeroRedundancyOptimizer.add_param_group")
         self._partition()   # earlier groups keep their owners: greedy by group, in order
         self.optim.add_param_group(self._local_groups(len(self.param_groups) - 1)[0])
+        self._sync_groups(self.optim.param_groups[-1:], self.param_groups[-1:])
         self._plans = {}
 
     def _sync_groups(self, source, target):
