@@ -191,13 +191,13 @@ class ZeroRedundancyOptimizer(Optimizer):
 
     def _reduce_scatter(self, plan):
         rank, size = self.rank, self.world_size
+        if size == 1:   # this rank owns everything: the gradients are already the average
+            return
         for p, lo, hi in zip(plan.params, plan.offsets[:-1], plan.offsets[1:]):
             np.copyto(plan.grads[lo:hi], p.grad.reshape(-1))
         n, start = plan.counts[rank], plan.displs[rank]
         mine = plan.grads[start:start + n]
-        if size == 1:
-            pass
-        elif self.deterministic:
+        if self.deterministic:
             if plan.scratch is None:
                 plan.scratch = np.empty(size * n, dtype=plan.grads.dtype)
             ordered_reduce_scatter(self.comm, plan.grads, plan.counts, plan.displs, mine, plan.scratch)
