@@ -24,8 +24,9 @@ class _Plan:
         self.offsets = np.cumsum([0] + [p.size for p in self.params])
         dtype = params[0].dtype
         total = int(self.offsets[-1])
-        self.grads = np.empty(total, dtype=dtype)
-        self.values = np.empty(total, dtype=dtype)
+        # One buffer per dtype: gradients go out through it (reduce-scatter),
+        # then the updated parameters come back through it (allgather).
+        self.grads = self.values = np.empty(total, dtype=dtype)
         self.scratch = None
 
 
@@ -202,7 +203,9 @@ class ZeroRedundancyOptimizer(Optimizer):
                 plan.scratch = np.empty(size * n, dtype=plan.grads.dtype)
             ordered_reduce_scatter(self.comm, plan.grads, plan.counts, plan.displs, mine, plan.scratch)
         else:
-            out = np.empty(n, dtype=plan.grads.dtype)
+            if plan.scratch is None:
+                plan.scratch = np.empty(n, dtype=plan.grads.dtype)
+            out = plan.scratch[:n]
             self.comm.Reduce_scatter([plan.grads, mpi_type(out.dtype)], [out, mpi_type(out.dtype)],
                                      recvcounts=plan.counts, op=MPI.SUM)
             np.divide(out, size, out=mine)
