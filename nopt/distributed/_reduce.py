@@ -32,7 +32,7 @@ import zlib
 import numpy as np
 from mpi4py import MPI
 
-__all__ = ["GradReducer", "check_step", "ordered_reduce_scatter", "split_counts", "mpi_type"]
+__all__ = ["GradReducer", "check_step", "contiguous_run", "ordered_reduce_scatter", "split_counts", "mpi_type"]
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _ERROR_TYPES = {"TypeError": TypeError, "ValueError": ValueError, "FloatingPointError": FloatingPointError}
@@ -126,21 +126,26 @@ def check_step(comm, params, where, extra=()):
     return result[3:]
 
 
-def _contiguous_run(grads):
-    """A 1-D view over ``grads`` when they lie end to end in one allocation, else None."""
-    first = grads[0]
-    base = first.base if first.base is not None else first
-    if not isinstance(base, np.ndarray) or not base.flags.c_contiguous or not base.flags.writeable:
+def _memory_owner(a):
+    while isinstance(a.base, np.ndarray):
+        a = a.base
+    return a
+
+
+def contiguous_run(arrays):
+    """A 1-D view over ``arrays`` when they lie end to end in one allocation, in order, else None."""
+    first = arrays[0]
+    owner = _memory_owner(first)
+    if not owner.flags.c_contiguous or not owner.flags.writeable:
         return None
     address = first.ctypes.data
-    for g in grads:
-        gbase = g.base if g.base is not None else g
-        if gbase is not base or g.ctypes.data != address:
+    for a in arrays:
+        if not a.flags.c_contiguous or _memory_owner(a) is not owner or a.ctypes.data != address:
             return None
-        address += g.nbytes
-    total = sum(g.size for g in grads)
-    offset = first.ctypes.data - base.ctypes.data
-    return np.ndarray((total,), dtype=first.dtype, buffer=base, offset=offset)
+        address += a.nbytes
+    total = sum(a.size for a in arrays)
+    offset = first.ctypes.data - owner.ctypes.data
+    return np.ndarray((total,), dtype=first.dtype, buffer=owner, offset=offset)
 
 
 class _Segment:
@@ -149,7 +154,7 @@ class _Segment:
     def __init__(self, grads, bucket_elements, in_place):
         self.grads = grads
         self.flat = [g.reshape(-1) for g in grads]
-        run = _contiguous_run(grads) if in_place else None
+        run = contiguous_run(grads) if in_place else None
         self.in_place = run is not None
         total = sum(g.size for g in grads)
         self.buffer = run if run is not None else np.empty(total, dtype=grads[0].dtype)

@@ -19,7 +19,9 @@ size (float32 Adam, parameters in one :class:`nopt.ParameterBuffer`):
 ``deterministic``
     The rank-ordered reduce-scatter + allgather of ``deterministic=True``.
 ``ZeRO``
-    ``ZeroRedundancyOptimizer`` step time and its optimizer-state bytes per
+    ``ZeroRedundancyOptimizer`` step time (16 arrays, torch's sorted-greedy
+    partition, packed; and ``flat``: a ParameterBuffer sharded as contiguous
+    slices, reduced and gathered in place) and its optimizer-state bytes per
     rank (the peak: the largest shard), against the unsharded state.
 
 Times are medians of interleaved samples; each sample is the slowest rank's
@@ -69,6 +71,11 @@ class _Case:
             p.grad[...] = 1.0
         self.zero = ZeroRedundancyOptimizer(list(zparams), Adam, comm=comm, lr=1e-4)
         self.zparams = zparams
+        # The same model sharded as contiguous slices of the flat buffers: no packing.
+        fparams = ParameterBuffer([n // 16] * 16, init=0.0)
+        fparams.grad[...] = 1.0
+        self.zero_flat = ZeroRedundancyOptimizer(fparams, Adam, comm=comm, partition="contiguous", lr=1e-4)
+        self.fparams = fparams
         self.work = np.empty(n, dtype=np.float32)
         self.k = k
 
@@ -100,6 +107,7 @@ def measure(comm, n, repeat=5, min_time=0.05):
         "one bucket": lambda: case.single.average(case.pieces),
         "deterministic": lambda: case.ordered.average(case.pieces),
         "ZeRO step": case.zero_step,
+        "ZeRO flat step": case.zero_flat.step,
     }
     if case.k == 1:
         for name in ("allreduce", "bucketed", "one bucket", "deterministic"):
@@ -163,14 +171,14 @@ def _print_row(r):
     k = r["ranks"]
     if not _HEADER:
         print("size  ranks  step ms  allreduce ms  busbw GB/s  allreduce+step ms  comm share  "
-              "1 bucket ms  4MiB buckets ms  overlap  determ. ms  ZeRO step ms  ZeRO state/rank", flush=True)
+              "1 bucket ms  4MiB buckets ms  overlap  determ. ms  ZeRO step ms  ZeRO flat ms  ZeRO state/rank", flush=True)
         _HEADER = True
     busbw = f"{2 * (k - 1) / k * nbytes / r['allreduce'] / 1e9:10.2f}" if "allreduce" in r else "         -"
     share = 1 - r["step"] / r["allreduce+step"]
     overlap = (f"{100 * (1 - r['bucketed'] / r['one bucket']):6.0f}%" if "bucketed" in r else "      -")
     print(f"{r['size']:>4}  {k:5d}  {ms('step')}  {ms('allreduce'):>12}  {busbw}  {ms('allreduce+step'):>17}  "
           f"{100 * share:9.0f}%  {ms('one bucket'):>11}  {ms('bucketed'):>15}  {overlap}  {ms('deterministic'):>10}  "
-          f"{ms('ZeRO step'):>12}  {r['zero_state_bytes_max'] / 2**20:7.1f} MiB "
+          f"{ms('ZeRO step'):>12}  {ms('ZeRO flat step'):>12}  {r['zero_state_bytes_max'] / 2**20:7.1f} MiB "
           f"({r['zero_state_bytes_max'] / r['plain_state_bytes']:.2f} of {r['plain_state_bytes'] / 2**20:.0f})",
           flush=True)
 

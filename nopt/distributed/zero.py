@@ -5,7 +5,7 @@ import numpy as np
 from mpi4py import MPI
 
 from ..optimizer import Optimizer
-from ._reduce import check_step, mpi_type, ordered_reduce_scatter
+from ._reduce import check_step, contiguous_run, mpi_type, ordered_reduce_scatter
 from .optimizer import check_same_layout, param_names
 
 __all__ = ["ZeroRedundancyOptimizer"]
@@ -14,20 +14,36 @@ _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 class _Plan:
-    """One dtype's present parameters, packed by owner rank: rank r's shard is one slice."""
+    """One dtype's present parameters, packed by owner rank: rank r's shard is one slice.
+
+    When the parameters and their gradients already lie end to end in that
+    order (a ParameterBuffer with ``partition="contiguous"``), the slices are
+    views of the flat buffers themselves: nothing is packed or unpacked.
+    """
 
     def __init__(self, params, owners, size):
         by_rank = [[p for p, o in zip(params, owners) if o == r] for r in range(size)]
         self.params = [p for ps in by_rank for p in ps]
+        self.grad_objects = [p.grad for p in self.params]
         self.counts = [int(sum(p.size for p in ps)) for ps in by_rank]
         self.displs = [int(x) for x in np.cumsum([0] + self.counts[:-1])]
         self.offsets = np.cumsum([0] + [p.size for p in self.params])
         dtype = params[0].dtype
         total = int(self.offsets[-1])
-        # One buffer per dtype: gradients go out through it (reduce-scatter),
-        # then the updated parameters come back through it (allgather).
-        self.grads = self.values = np.empty(total, dtype=dtype)
+        grads = contiguous_run(self.grad_objects)
+        values = contiguous_run(self.params)
+        self.in_place = grads is not None and values is not None
+        if self.in_place:
+            self.grads, self.values = grads, values
+        else:
+            # One buffer per dtype: gradients go out through it (reduce-scatter),
+            # then the updated parameters come back through it (allgather).
+            self.grads = self.values = np.empty(total, dtype=dtype)
         self.scratch = None
+
+    def current(self):
+        """False when a gradient object was replaced since the plan was made."""
+        return all(p.grad is g for p, g in zip(self.params, self.grad_objects))
 
 
 class ZeroRedundancyOptimizer(Optimizer):
@@ -65,6 +81,13 @@ class ZeroRedundancyOptimizer(Optimizer):
         Not supported (there is no DDP here); must be False.
     deterministic : bool, default False
         Sum gradients in rank order (as :class:`DistributedOptimizer`).
+    partition : {"greedy", "contiguous"}, default "greedy"
+        ``"greedy"``: torch's sorted-greedy partition of whole parameters.
+        ``"contiguous"``: rank r owns the r-th of N nearly equal contiguous
+        runs of whole parameters, in order (across groups). For a model in
+        one :class:`nopt.ParameterBuffer`, each shard is then a slice of the
+        flat buffers: gradients are reduce-scattered and parameters gathered
+        in place, with no packing copy and no communication buffer.
     **defaults
         Hyperparameters for ``optimizer_class``.
 
@@ -87,7 +110,7 @@ class ZeroRedundancyOptimizer(Optimizer):
     _sharded_state = True
 
     def __init__(self, params, optimizer_class, comm=None, parameters_as_bucket_view=False,
-                 overlap_with_ddp=False, *, deterministic=False, **defaults):
+                 overlap_with_ddp=False, *, deterministic=False, partition="greedy", **defaults):
         from .._closure_optimizer import ClosureOptimizer
 
         if overlap_with_ddp:
@@ -97,6 +120,9 @@ class ZeroRedundancyOptimizer(Optimizer):
         if issubclass(optimizer_class, ClosureOptimizer):
             raise TypeError(f"{optimizer_class.__name__} keeps its state over all parameters together and "
                             "cannot be sharded; use DistributedOptimizer")
+        if partition not in ("greedy", "contiguous"):
+            raise ValueError(f"partition must be 'greedy' or 'contiguous', got {partition!r}")
+        self.partition = partition
         self.comm = MPI.COMM_WORLD if comm is None else comm
         self.world_size = self.comm.Get_size()
         self.rank = self.comm.Get_rank()
@@ -120,9 +146,13 @@ class ZeroRedundancyOptimizer(Optimizer):
 
     # ------------------------------------------------------------ partition
     def _partition(self):
-        """torch's sorted-greedy partition: ``self._owner[id(p)]`` and per-rank groups."""
+        """``self._owner[id(p)]`` and per-rank groups (``self._per_rank[group][rank]``)."""
+        if self.partition == "contiguous":
+            return self._partition_contiguous()
+        # torch's sorted-greedy rule: within each group, largest first, each to
+        # the rank with the fewest elements so far (counted across groups).
         sizes = [0] * self.world_size
-        self._per_rank = []          # [group][rank] -> params (sorted, largest first)
+        self._per_rank = []
         self._owner = {}
         for group in self.param_groups:
             ranks = [[] for _ in range(self.world_size)]
@@ -132,6 +162,16 @@ class ZeroRedundancyOptimizer(Optimizer):
                 sizes[rank] += p.size
                 self._owner[id(p)] = rank
             self._per_rank.append(ranks)
+
+    def _partition_contiguous(self):
+        params = [p for g in self.param_groups for p in g["params"]]
+        total = sum(p.size for p in params) or 1
+        self._owner, done = {}, 0
+        for p in params:   # the rank whose equal share holds the parameter's midpoint
+            self._owner[id(p)] = min(self.world_size - 1, int((done + p.size / 2) * self.world_size / total))
+            done += p.size
+        self._per_rank = [[[p for p in g["params"] if self._owner[id(p)] == r] for r in range(self.world_size)]
+                          for g in self.param_groups]
 
     def _local_groups(self, start=0):
         groups = []
@@ -147,7 +187,16 @@ class ZeroRedundancyOptimizer(Optimizer):
         if self._initializing:
             return
         check_same_layout(self.comm, self.param_groups, "ZeroRedundancyOptimizer.add_param_group")
-        self._partition()   # earlier groups keep their owners: greedy by group, in order
+        # Greedy: earlier groups keep their owners (greedy by group, in order).
+        # Contiguous: the split moves, so only a group added before any state exists.
+        if self.partition == "contiguous" and len(self.optim.state):
+            raise ValueError("partition='contiguous' cannot add a param group after the first step")
+        self._partition()
+        if self.partition == "contiguous":
+            self.optim = self.optimizer_class(self._local_groups(), **self.defaults)
+            self.state = self.optim.state
+            self._plans = {}
+            return
         self.optim.add_param_group(self._local_groups(len(self.param_groups) - 1)[0])
         self._sync_groups(self.optim.param_groups[-1:], self.param_groups[-1:])
         self._plans = {}
@@ -172,7 +221,7 @@ class ZeroRedundancyOptimizer(Optimizer):
             if of_dtype:
                 key = (dtype, tuple(id(p) for p in of_dtype))
                 plan = self._plans.get(key)
-                if plan is None:
+                if plan is None or (plan.in_place and not plan.current()):
                     plan = self._plans[key] = _Plan(of_dtype, [self._owner[id(p)] for p in of_dtype],
                                                     self.world_size)
                 plans.append(plan)
@@ -194,8 +243,9 @@ class ZeroRedundancyOptimizer(Optimizer):
         rank, size = self.rank, self.world_size
         if size == 1:   # this rank owns everything: the gradients are already the average
             return
-        for p, lo, hi in zip(plan.params, plan.offsets[:-1], plan.offsets[1:]):
-            np.copyto(plan.grads[lo:hi], p.grad.reshape(-1))
+        if not plan.in_place:
+            for p, lo, hi in zip(plan.params, plan.offsets[:-1], plan.offsets[1:]):
+                np.copyto(plan.grads[lo:hi], p.grad.reshape(-1))
         n, start = plan.counts[rank], plan.displs[rank]
         mine = plan.grads[start:start + n]
         if self.deterministic:
@@ -209,23 +259,26 @@ class ZeroRedundancyOptimizer(Optimizer):
             self.comm.Reduce_scatter([plan.grads, mpi_type(out.dtype)], [out, mpi_type(out.dtype)],
                                      recvcounts=plan.counts, op=MPI.SUM)
             np.divide(out, size, out=mine)
-        for p, lo, hi in zip(plan.params, plan.offsets[:-1], plan.offsets[1:]):
-            if start <= lo < start + n:
-                np.copyto(p.grad.reshape(-1), plan.grads[lo:hi])
+        if not plan.in_place:
+            for p, lo, hi in zip(plan.params, plan.offsets[:-1], plan.offsets[1:]):
+                if start <= lo < start + n:
+                    np.copyto(p.grad.reshape(-1), plan.grads[lo:hi])
 
     def _gather(self, plan):
         if self.world_size == 1:
             return
         start, n = plan.displs[self.rank], plan.counts[self.rank]
         pairs = list(zip(plan.params, plan.offsets[:-1], plan.offsets[1:]))
-        for p, lo, hi in pairs:
-            if start <= lo < start + n:
-                np.copyto(plan.values[lo:hi], p.reshape(-1))
+        if not plan.in_place:
+            for p, lo, hi in pairs:
+                if start <= lo < start + n:
+                    np.copyto(plan.values[lo:hi], p.reshape(-1))
         self.comm.Allgatherv(MPI.IN_PLACE, [plan.values, (plan.counts, plan.displs),
                                             mpi_type(plan.values.dtype)])
-        for p, lo, hi in pairs:
-            if not start <= lo < start + n:
-                np.copyto(p.reshape(-1), plan.values[lo:hi])
+        if not plan.in_place:
+            for p, lo, hi in pairs:
+                if not start <= lo < start + n:
+                    np.copyto(p.reshape(-1), plan.values[lo:hi])
 
     # ------------------------------------------------------------ state dicts
     def _global_ids(self):

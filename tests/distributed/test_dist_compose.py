@@ -141,6 +141,20 @@ def test_zero_state_memory_is_about_one_nth(comm):
     assert sum(comm.allgather(mine)) == full                 # nothing kept twice
 
 
+def test_zero_contiguous_partition_on_a_parameter_buffer_needs_no_buffer(comm):
+    sizes = [5, 30, 7, 12, 30, 1, 9]
+    buf = nopt.ParameterBuffer(sizes, dtype=np.float32, init=1.0)
+    zero = ZeroRedundancyOptimizer(buf, nopt.Adam, comm=comm, partition="contiguous", lr=0.1)
+    owners = [zero._owner[id(p)] for p in buf]
+    assert owners == sorted(owners) and set(owners) == set(range(min(SIZE, len(sizes))))
+    buf.grad[...] = RANK + 1.0
+    zero.step()
+    check_synced(buf, comm)
+    (plan,) = zero._plans.values()
+    assert plan.in_place and np.shares_memory(plan.grads, buf.grad) and np.shares_memory(plan.values, buf.data)
+    np.testing.assert_allclose(buf.data, 1 - 0.1, rtol=1e-6)   # Adam's first step: lr * sign
+
+
 def test_zero_partition_is_torchs_sorted_greedy(comm):
     sizes = [5, 30, 7, 12, 30, 1, 9]
     params = [nopt.Parameter(np.zeros(n)) for n in sizes]

@@ -48,7 +48,7 @@ def set_grads(params, step, flat=False):
 def run_distributed(cls, kw, dtype, comm, flat=False, deterministic=False, zero=False, **dist_kw):
     params = make_params(dtype, flat)
     if zero:
-        opt = ZeroRedundancyOptimizer(list(params), cls, comm=comm, deterministic=deterministic, **kw)
+        opt = ZeroRedundancyOptimizer(list(params), cls, comm=comm, deterministic=deterministic, **dist_kw, **kw)
     else:
         opt = DistributedOptimizer(cls(params, **kw), comm, deterministic=deterministic, **dist_kw)
     for step in range(STEPS):
@@ -92,10 +92,14 @@ def test_matches_single_process_on_the_mean_gradient(comm, rule, dtype, flat):
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("rule", list(RULES))
-@pytest.mark.parametrize("zero", [False, True], ids=["DistributedOptimizer", "ZeRO"])
+@pytest.mark.parametrize("zero", [False, True, "contiguous"],
+                         ids=["DistributedOptimizer", "ZeRO", "ZeRO-contiguous-ParameterBuffer"])
 def test_deterministic_is_bitwise_the_rank_ordered_reference(comm, rule, dtype, zero):
     cls, kw = RULES[rule]
-    got, _ = run_distributed(cls, kw, dtype, comm, deterministic=True, zero=zero)
+    extra = dict(flat=True, partition="contiguous") if zero == "contiguous" else {}
+    got, opt = run_distributed(cls, kw, dtype, comm, deterministic=True, zero=bool(zero), **extra)
+    if zero == "contiguous" and SIZE > 1:   # shards are slices of the flat buffers: no packing
+        assert [plan.in_place for plan in opt._plans.values()] == [True]
     want = run_reference(cls, kw, dtype)
     assert_bitwise_same_on_all_ranks(comm, got)
     for i, (a, b) in enumerate(zip(got, want)):
@@ -120,11 +124,13 @@ def test_buckets_give_the_same_result(comm, deterministic):
 
 
 @pytest.mark.parametrize("rule", list(RULES))
-def test_zero_equals_distributed_optimizer_bitwise(comm, rule):
+@pytest.mark.parametrize("partition", ["greedy", "contiguous"])
+def test_zero_equals_distributed_optimizer_bitwise(comm, rule, partition):
     cls, kw = RULES[rule]
     for deterministic in (True, False):
         dist, _ = run_distributed(cls, kw, np.float64, comm, deterministic=deterministic)
-        zero, z = run_distributed(cls, kw, np.float64, comm, deterministic=deterministic, zero=True)
+        zero, z = run_distributed(cls, kw, np.float64, comm, deterministic=deterministic, zero=True,
+                                  flat=partition == "contiguous", partition=partition)
         if deterministic or SIZE <= 2:
             # MPI's own Reduce_scatter and Allreduce need not add in the same order
             # for 3+ ranks, so without deterministic=True only 2 ranks are bitwise.
