@@ -195,11 +195,6 @@ class GradReducer:
         Sum in rank order (see the module notes) instead of MPI's order.
     in_place : bool
         Reduce gradients that lie end to end in one allocation in place.
-
-    Attributes
-    ----------
-    comm_seconds : float
-        Time spent inside :meth:`average` so far (packing included).
     """
 
     def __init__(self, comm, bucket_bytes=25 << 20, deterministic=False, in_place=True):

@@ -171,7 +171,8 @@ def _print_row(r):
     k = r["ranks"]
     if not _HEADER:
         print("size  ranks  step ms  allreduce ms  busbw GB/s  allreduce+step ms  comm share  "
-              "1 bucket ms  4MiB buckets ms  overlap  determ. ms  ZeRO step ms  ZeRO flat ms  ZeRO state/rank", flush=True)
+              "1 bucket ms  4MiB buckets ms  overlap  determ. ms  ZeRO step ms  ZeRO flat ms  ZeRO state/rank",
+              flush=True)
         _HEADER = True
     busbw = f"{2 * (k - 1) / k * nbytes / r['allreduce'] / 1e9:10.2f}" if "allreduce" in r else "         -"
     share = 1 - r["step"] / r["allreduce+step"]
