@@ -244,3 +244,44 @@ def test_check_synced_names_the_optimizer_state_that_differs(comm):
     with pytest.raises(RuntimeError, match=rf"state\[param_groups\[0\]\['params'\]\[1\]\]\['exp_avg'\] differs "
                                            rf"between ranks: rank\(s\) \[{SIZE - 1}\]"):
         check_synced(opt, comm)
+
+
+@pytest.mark.parametrize("zero", [False, True], ids=["DistributedOptimizer", "ZeRO"])
+def test_add_param_group_is_collective_and_steps_the_new_group(comm, zero):
+    params, ref = params_and_reference()
+    if zero:
+        opt = ZeroRedundancyOptimizer(params[:1], nopt.Adam, comm=comm, deterministic=True, lr=0.1)
+    else:
+        opt = DistributedOptimizer(nopt.Adam(params[:1], lr=0.1), comm, deterministic=True)
+    ref_opt = nopt.Adam(ref[:1], lr=0.1)
+    opt.add_param_group({"params": params[1:], "lr": 0.01})
+    ref_opt.add_param_group({"params": ref[1:], "lr": 0.01})
+    assert opt.param_groups[1]["lr"] == 0.01 and opt.param_groups[1]["betas"] == (0.9, 0.999)
+    for step in range(5):
+        for p, g in zip(params, grads_at(step, RANK)):
+            p.grad = g
+        for q, g in zip(ref, mean_grads(step)):
+            q.grad = g
+        opt.step()
+        ref_opt.step()
+    for p, q in zip(params, ref):
+        assert np.array(p).tobytes() == np.array(q).tobytes()
+
+
+def test_broadcast_optimizer_state_carries_lbfgs_history(comm):
+    x = nopt.Parameter(np.zeros(4))
+    opt = nopt.LBFGS([x], max_iter=5, history_size=3)
+    if RANK == 0:
+        target = np.arange(4.0)
+
+        def closure():
+            x.grad = np.asarray(x) - target
+            return 0.5 * float(np.sum(np.square(np.asarray(x) - target)))
+
+        opt.step(closure)
+    broadcast_parameters([x], root=0, comm=comm)
+    broadcast_optimizer_state(opt, root=0, comm=comm)
+    state = opt.state[x]
+    assert len(state["old_dirs"]) > 0
+    digest = [np.concatenate(state["old_dirs"]).tobytes(), state["n_iter"]]
+    assert comm.allgather(digest) == [digest] * SIZE
