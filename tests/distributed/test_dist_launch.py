@@ -71,3 +71,16 @@ def test_demo_distributed_reaches_the_single_process_accuracy():
     accuracy = float(re.search(r"test accuracy ([\d.]+)%", line).group(1)) / 100
     assert abs(accuracy - single) <= 0.01, (accuracy, single)
     assert re.search(r"ms per step .* communication [\d.]+ ms \(\d+%\)", line), line
+
+
+def test_bench_distributed_smoke(tmp_path):
+    out = run([mpiexec(), "-n", "2", sys.executable, "-m", "nopt.bench", "--distributed", "--sizes", "16K",
+               "--repeat", "1", "--min-time", "0.001", "--json", str(tmp_path / "rows.json")])
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.count("busbw GB/s") == 1, out.stdout           # rank 0 prints the header once
+    import json
+
+    rows = json.loads((tmp_path / "rows.json").read_text())
+    assert [r["ranks"] for r in rows] == [1, 2]
+    assert rows[1]["zero_state_bytes_max"] * 2 == rows[1]["plain_state_bytes"]   # 16 equal arrays, 2 ranks
+    assert all(rows[1][k] > 0 for k in ("step", "allreduce", "allreduce+step", "bucketed", "deterministic"))
