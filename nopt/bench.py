@@ -538,7 +538,10 @@ def main(argv=None):
     """Command-line entry point: ``python -m nopt.bench --help``."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if "--distributed" in argv:  # under mpiexec, its own options: nopt/distributed/bench.py
-        from .distributed.bench import main as distributed_main
+        try:
+            from .distributed.bench import main as distributed_main
+        except ImportError as exc:
+            raise SystemExit(f"--distributed: {exc}") from None
         return distributed_main([a for a in argv if a != "--distributed"])
     parser = argparse.ArgumentParser(
         prog="python -m nopt.bench",

@@ -140,7 +140,10 @@ def build_parser():
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if "--distributed" in argv:  # its own options: nopt/distributed/demo.py
-        from .distributed.demo import main as distributed_main
+        try:
+            from .distributed.demo import main as distributed_main
+        except ImportError as exc:
+            raise SystemExit(f"--distributed: {exc}") from None
         return distributed_main([a for a in argv if a != "--distributed"])
     args = build_parser().parse_args(argv)
     if args.epochs < 1 or args.batch_size < 1:
