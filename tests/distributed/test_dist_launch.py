@@ -84,3 +84,22 @@ def test_bench_distributed_smoke(tmp_path):
     assert [r["ranks"] for r in rows] == [1, 2]
     assert rows[1]["zero_state_bytes_max"] * 2 == rows[1]["plain_state_bytes"]   # 16 equal arrays, 2 ranks
     assert all(rows[1][k] > 0 for k in ("step", "allreduce", "allreduce+step", "bucketed", "deterministic"))
+
+
+def test_a_dead_rank_is_mpis_to_handle(tmp_path):
+    """Rank 1 dies before a collective; rank 0 waits in it until mpiexec ends the job."""
+    script = tmp_path / "die.py"
+    script.write_text(
+        "import os, sys, numpy as np, nopt\n"
+        "from mpi4py import MPI\n"
+        "from nopt.distributed import DistributedOptimizer\n"
+        "p = nopt.Parameter(np.zeros(3))\n"
+        "opt = DistributedOptimizer(nopt.SGD([p], lr=0.1))\n"
+        "p.grad = np.ones(3)\n"
+        "if MPI.COMM_WORLD.rank == 1:\n"
+        "    os._exit(3)              # dies without telling anyone\n"
+        "opt.step()                   # rank 0 blocks here\n"
+        "print('rank 0 stepped alone', flush=True)\n")
+    out = run([mpiexec(), "-n", "2", sys.executable, str(script)], timeout=60)
+    assert out.returncode != 0
+    assert "stepped alone" not in out.stdout
