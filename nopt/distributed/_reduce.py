@@ -75,6 +75,14 @@ def allgather_blocks(comm, view, counts):
         comm.Bcast([tail, t], root=size - 1)
 
 
+def _sum_in_rank_order(rows, out, size):
+    # Rank order, left to right: ((g_0 + g_1) + g_2) + ..., then / N.
+    np.copyto(out, rows[0])
+    for r in range(1, size):
+        np.add(out, rows[r], out=out)
+    np.divide(out, size, out=out)
+
+
 def ordered_reduce_scatter(comm, buf, counts, displs, out, scratch):
     """``out = (buf_0[chunk] + buf_1[chunk] + ... ) / N`` for this rank's chunk, summed in rank order.
 
@@ -85,18 +93,34 @@ def ordered_reduce_scatter(comm, buf, counts, displs, out, scratch):
     out : 1-D ndarray of ``counts[rank]`` elements
         Receives the average of chunk ``rank``; may be that chunk of ``buf``.
     scratch : 1-D ndarray of at least ``N * counts[rank]`` elements
+
+    Notes
+    -----
+    The layout of :func:`block_counts` (equal chunks, the last one with the
+    remainder) travels with ``Alltoall`` plus a ``Gather`` of the remainder
+    to the last rank; any other layout with ``Alltoallv``, which MPICH ran
+    5-7x slower than ``Alltoall`` of the same bytes here.
     """
     size, rank = comm.Get_size(), comm.Get_rank()
-    n = counts[rank]
-    recv = scratch[:size * n]
     t = mpi_type(buf.dtype)
-    comm.Alltoallv([buf, (counts, displs), t], [recv, ([n] * size, [n * r for r in range(size)]), t])
-    recv = recv.reshape(size, n)
-    # Rank order, left to right: ((g_0 + g_1) + g_2) + ...
-    np.copyto(out, recv[0])
-    for r in range(1, size):
-        np.add(out, recv[r], out=out)
-    np.divide(out, size, out=out)
+    m = counts[0]
+    blocks = all(c == m for c in counts[:-1]) and all(d == m * r for r, d in enumerate(displs))
+    if not blocks:
+        n = counts[rank]
+        recv = scratch[:size * n]
+        comm.Alltoallv([buf, (counts, displs), t], [recv, ([n] * size, [n * r for r in range(size)]), t])
+        _sum_in_rank_order(recv.reshape(size, n), out, size)
+        return
+    tail = counts[-1] - m
+    recv = scratch[:size * m]
+    if m:
+        comm.Alltoall([buf[:size * m], t], [recv, t])
+    tails = scratch[size * m:size * (m + tail)] if rank == size - 1 else None
+    if tail:
+        comm.Gather([buf[size * m:], t], [tails, t] if tails is not None else None, root=size - 1)
+    _sum_in_rank_order(recv.reshape(size, m), out[:m], size)
+    if tails is not None and tail:
+        _sum_in_rank_order(tails.reshape(size, tail), out[m:], size)
 
 
 def _local_problem(params, where):
