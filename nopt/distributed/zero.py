@@ -19,8 +19,8 @@ class _Plan:
     When the parameters and their gradients already lie end to end in that
     order (a ParameterBuffer with ``partition="contiguous"``), the slices are
     views of the flat buffers themselves: nothing is packed or unpacked, and
-    the shards (of unequal sizes) travel with ``Reduce_scatter`` and
-    ``Allgatherv``. Otherwise they are packed into one buffer per dtype in
+    the shards (of unequal sizes) travel with ``Reduce_scatter`` and one
+    ``Bcast`` per shard. Otherwise they are packed into one buffer per dtype in
     equal, zero-padded blocks (gradients out, then parameters back through
     it), which travel with ``Reduce_scatter_block`` and ``Allgather``: MPICH's
     ``Allgatherv`` was 3-10x slower than its ``Allgather`` here.
@@ -284,7 +284,12 @@ class ZeroRedundancyOptimizer(Optimizer):
             return
         t = mpi_type(plan.values.dtype)
         if plan.in_place:
-            self.comm.Allgatherv(MPI.IN_PLACE, [plan.values, (plan.counts, plan.displs), t])
+            # Shards of unequal sizes: one in-place Bcast per shard moved the same
+            # bytes 4-5x faster than MPICH's Allgatherv here (its latency, N
+            # broadcasts of log N steps, matters only for small models).
+            for r, (n, start) in enumerate(zip(plan.counts, plan.displs)):
+                if n:
+                    self.comm.Bcast([plan.values[start:start + n], t], root=r)
             return
         for p, lo, hi, owned in plan.ranges:
             if owned:
