@@ -18,14 +18,15 @@ Design
   unpacking) one bucket overlaps the reduction of the others.
 * **Deterministic order.** MPI does not promise the order in which an
   allreduce adds the ranks' values. With ``deterministic=True`` the sum is
-  computed here, in rank order, by a reduce-scatter made of one
-  ``Alltoallv`` (rank r receives chunk r of every rank) and a left-to-right
-  sum ``((g_0 + g_1) + g_2) + ...``, followed by an allgather of the
-  summed chunks (equal chunks with ``Allgather``, the last rank's few extra
-  elements by ``Bcast``: MPICH's ``Allgatherv`` was 3-10x slower than its
-  ``Allgather`` of the same bytes here). It moves the same 2(N-1)/N x size bytes per rank as a ring
-  allreduce, but needs a scratch buffer the size of the bucket, is not
-  overlapped, and sums with NumPy instead of inside MPI.
+  computed here, in rank order: a reduce-scatter (rank r receives chunk r
+  of every rank: ``Alltoall`` of equal chunks, plus a ``Gather`` of the
+  remainder to the last rank), a left-to-right NumPy sum
+  ``((g_0 + g_1) + g_2) + ...``, then an allgather of the summed chunks
+  (``Allgather``, plus a ``Bcast`` of the remainder). It moves the same
+  2(N-1)/N x size bytes per rank as a ring allreduce, but needs a scratch
+  buffer the size of the bucket, is not overlapped, and sums outside MPI.
+  Equal chunks matter: MPICH's ``Alltoallv`` and ``Allgatherv`` ran 5-10x
+  slower than ``Alltoall`` and ``Allgather`` of the same bytes here.
 
 The average is ``sum / N`` (a true division, not a multiplication by 1/N).
 """
