@@ -21,7 +21,7 @@ import pytest
 # Set by MPICH's hydra (PMI_*), Open MPI (OMPI_*) and PMIx launchers (srun, prterun).
 LAUNCHER_VARIABLES = ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK")
 LAUNCHED = any(v in os.environ for v in LAUNCHER_VARIABLES)
-TEST_TIMEOUT = float(os.environ.get("NOPT_MPI_TEST_TIMEOUT", "30"))
+TEST_TIMEOUT = float(os.environ.get("NOPT_MPI_TEST_TIMEOUT", "60"))
 
 
 @pytest.fixture(autouse=True)
