@@ -87,8 +87,8 @@ class ZeroRedundancyOptimizer(Optimizer):
     comm : mpi4py.MPI.Comm, optional
         Default ``MPI.COMM_WORLD`` (torch's ``process_group``).
     parameters_as_bucket_view : bool, default False
-        Accepted for torch compatibility; the shards are always packed into
-        one contiguous buffer per dtype for communication.
+        Accepted for torch compatibility, and ignored: shards always travel
+        as one contiguous buffer per dtype (see ``partition``).
     overlap_with_ddp : bool, default False
         Not supported (there is no DDP here); must be False.
     deterministic : bool, default False
@@ -132,6 +132,10 @@ class ZeroRedundancyOptimizer(Optimizer):
         if issubclass(optimizer_class, ClosureOptimizer):
             raise TypeError(f"{optimizer_class.__name__} keeps its state over all parameters together and "
                             "cannot be sharded; use DistributedOptimizer")
+        from ..sparse_adam import SparseAdam
+
+        if issubclass(optimizer_class, SparseAdam):
+            raise TypeError("SparseAdam's sparse gradients cannot be reduce-scattered; use DistributedOptimizer")
         if partition not in ("greedy", "contiguous"):
             raise ValueError(f"partition must be 'greedy' or 'contiguous', got {partition!r}")
         self.partition = partition

@@ -285,3 +285,13 @@ def test_broadcast_optimizer_state_carries_lbfgs_history(comm):
     assert len(state["old_dirs"]) > 0
     digest = [np.concatenate(state["old_dirs"]).tobytes(), state["n_iter"]]
     assert comm.allgather(digest) == [digest] * SIZE
+
+
+def test_zero_refuses_what_it_cannot_shard(comm):
+    params = [nopt.Parameter(np.ones(3))]
+    for cls, match in ((nopt.LBFGS, "LBFGS keeps its state over all parameters"),
+                       (nopt.CG, "CG keeps its state"), (nopt.SparseAdam, "SparseAdam's sparse gradients")):
+        with pytest.raises(TypeError, match=match):
+            ZeroRedundancyOptimizer(params, cls, comm=comm)
+    with pytest.raises(ValueError, match="partition must be"):
+        ZeroRedundancyOptimizer(params, nopt.SGD, comm=comm, partition="random", lr=0.1)
