@@ -392,10 +392,20 @@ def build_parser():
     parser.add_argument("--seed", type=_non_negative_int, default=0, help="shuffling and init seed")
     parser.add_argument("--plot", metavar="FILE", default=None,
                         help="write loss, accuracy and lr curves to a PNG (needs matplotlib)")
+    parser.add_argument("--distributed", action="store_true",
+                        help="data-parallel over MPI ranks: mpiexec -n 2 nopt demo --distributed "
+                             "(needs nopt[mpi]; its own options)")
     return parser
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--distributed" in argv:  # its own options: nopt/distributed/demo.py
+        try:
+            from .distributed.demo import main as distributed_main
+        except ImportError as exc:
+            raise SystemExit(f"--distributed: {exc}") from None
+        return distributed_main([a for a in argv if a != "--distributed"])
     parser = build_parser()
     args = parser.parse_args(argv)
     classes = optimizer_classes()
