@@ -6,6 +6,7 @@ from ._config import get_config, show_config
 from ._parameter import Parameter
 from ._threads import get_num_threads, num_threads, set_num_threads
 from .adadelta import Adadelta
+from .adafactor import Adafactor
 from .adagrad import Adagrad
 from .adam import Adam, AdamW
 from .adamax import Adamax
@@ -57,7 +58,7 @@ __all__ = [
     "register_optimizer_step_pre_hook", "register_optimizer_step_post_hook",
     # update rules
     "SGD", "Adam", "AdamW", "Adamax", "NAdam", "RAdam", "SparseAdam",
-    "Adagrad", "Adadelta", "RMSprop", "Rprop", "ASGD",
+    "Adagrad", "Adadelta", "RMSprop", "Rprop", "ASGD", "Adafactor",
     # closures and scipy-style minimisation
     "LBFGS", "CG", "minimize", "scipy_method",
     # schedules, averaging, gradient utilities
