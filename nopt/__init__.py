@@ -13,6 +13,7 @@ from .adamax import Adamax
 from .asgd import ASGD
 from .finite import ApplyIfFinite, grads_are_finite
 from .flat import ParameterBuffer, flat_parameters
+from .muon import Muon
 from .nadam import NAdam
 from .optimizer import (
     Optimizer,
@@ -58,7 +59,7 @@ __all__ = [
     "register_optimizer_step_pre_hook", "register_optimizer_step_post_hook",
     # update rules
     "SGD", "Adam", "AdamW", "Adamax", "NAdam", "RAdam", "SparseAdam",
-    "Adagrad", "Adadelta", "RMSprop", "Rprop", "ASGD", "Adafactor",
+    "Adagrad", "Adadelta", "RMSprop", "Rprop", "ASGD", "Adafactor", "Muon",
     # closures and scipy-style minimisation
     "LBFGS", "CG", "minimize", "scipy_method",
     # schedules, averaging, gradient utilities
