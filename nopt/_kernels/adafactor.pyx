@@ -90,6 +90,11 @@ cdef inline floating _lerp(floating start, floating end, floating w, bint small)
     return end + (w - 1) * (end - start)
 
 
+cdef inline floating _rsqrt(floating x) noexcept nogil:
+    # torch's rsqrt: 1 / sqrt(x), two roundings, in the dtype (a bare 1 would be a C double).
+    return (<floating> 1) / fsqrt(x)
+
+
 cdef inline floating _mean_square(double sum_squares, floating count) noexcept nogil:
     # torch.norm(...) rounds sqrt(sum) to the dtype, then square_() and div_(count).
     cdef floating norm = <floating> dsqrt(sum_squares)
@@ -169,11 +174,11 @@ cdef nopt_dispatched _factored_norm(
         for j in range(0, k, 8):
             for l in range(8):
                 v = max_nan((row * cols[j + l]) / big_r, eps1_sq)
-                u = grow[j + l] * (1 / fsqrt(v))
+                u = grow[j + l] * _rsqrt(v)
                 lanes[l] += <double> u * <double> u
         for j in range(k, width):
             v = max_nan((row * cols[j]) / big_r, eps1_sq)
-            u = grow[j] * (1 / fsqrt(v))
+            u = grow[j] * _rsqrt(v)
             lanes[j - k] += <double> u * <double> u
     u_part[t] = _fold(lanes)
 
@@ -201,28 +206,24 @@ cdef nopt_dispatched _factored_apply(
         if decayed:
             for j in range(width):
                 v = max_nan((row * cols[j]) / big_r, eps1_sq)
-                u = grow[j] * (1 / fsqrt(v))
+                u = grow[j] * _rsqrt(v)
                 x = prow[j] * decay
                 prow[j] = x + neg_step * u
         else:
             for j in range(width):
                 v = max_nan((row * cols[j]) / big_r, eps1_sq)
-                u = grow[j] * (1 / fsqrt(v))
+                u = grow[j] * _rsqrt(v)
                 prow[j] = prow[j] + neg_step * u
 
 
 # ---------------------------------------------------------------- vector passes
 
-cdef nopt_dispatched _vector_reduce(
-    const floating* p, const floating* g, floating* var, Py_ssize_t size, Py_ssize_t t,
+cdef inline void _vector_reduce_loop(
+    const floating* pt, const floating* gt, floating* vt, Py_ssize_t width,
     floating w, bint small, floating eps1_sq,
-    double* p_part, double* u_part,   # OUT [tiles]
+    double* p_part, double* u_part,   # OUT (one value each)
 ) noexcept nogil:
-    """Pass A of one vector tile: variance = lerp(variance, g*g, w); sums of p^2 and u^2."""
-    cdef Py_ssize_t j0 = t * TILE, j1 = min(j0 + TILE, size), width = j1 - j0, j, l, k
-    cdef const floating* gt = g + j0
-    cdef const floating* pt = p + j0
-    cdef floating* vt = var + j0
+    cdef Py_ssize_t j, l, k = width - width % 8
     cdef double ulanes[8]
     cdef double planes[8]
     cdef floating gj, v, u
@@ -230,13 +231,12 @@ cdef nopt_dispatched _vector_reduce(
     for l in range(8):
         ulanes[l] = 0
         planes[l] = 0
-    k = width - width % 8
     for j in range(0, k, 8):
         for l in range(8):
             gj = gt[j + l]
             v = _lerp(vt[j + l], gj * gj, w, small)
             vt[j + l] = v
-            u = gj * (1 / fsqrt(max_nan(v, eps1_sq)))
+            u = gj * _rsqrt(max_nan(v, eps1_sq))
             ulanes[l] += <double> u * <double> u
             x = <double> pt[j + l]
             planes[l] += x * x
@@ -244,12 +244,28 @@ cdef nopt_dispatched _vector_reduce(
         gj = gt[j]
         v = _lerp(vt[j], gj * gj, w, small)
         vt[j] = v
-        u = gj * (1 / fsqrt(max_nan(v, eps1_sq)))
+        u = gj * _rsqrt(max_nan(v, eps1_sq))
         ulanes[j - k] += <double> u * <double> u
         x = <double> pt[j]
         planes[j - k] += x * x
-    p_part[t] = _fold(planes)
-    u_part[t] = _fold(ulanes)
+    p_part[0] = _fold(planes)
+    u_part[0] = _fold(ulanes)
+
+
+cdef nopt_dispatched _vector_reduce(
+    const floating* p, const floating* g, floating* var, Py_ssize_t size, Py_ssize_t t,
+    floating w, bint small, floating eps1_sq,
+    double* p_part, double* u_part,   # OUT [tiles]
+) noexcept nogil:
+    """Pass A of one vector tile: variance = lerp(variance, g*g, w); sums of p^2 and u^2."""
+    cdef Py_ssize_t j0 = t * TILE, j1 = min(j0 + TILE, size)
+    # The lerp side is a literal in each inlined copy: a branch-free loop body.
+    if small:
+        _vector_reduce_loop(p + j0, g + j0, var + j0, j1 - j0, w, True, eps1_sq,
+                            p_part + t, u_part + t)
+    else:
+        _vector_reduce_loop(p + j0, g + j0, var + j0, j1 - j0, w, False, eps1_sq,
+                            p_part + t, u_part + t)
 
 
 cdef nopt_dispatched _vector_apply(
@@ -261,12 +277,12 @@ cdef nopt_dispatched _vector_apply(
     cdef floating u, x
     if decayed:
         for j in range(j0, j1):
-            u = g[j] * (1 / fsqrt(max_nan(var[j], eps1_sq)))
+            u = g[j] * _rsqrt(max_nan(var[j], eps1_sq))
             x = p[j] * decay
             p[j] = x + neg_step * u
     else:
         for j in range(j0, j1):
-            u = g[j] * (1 / fsqrt(max_nan(var[j], eps1_sq)))
+            u = g[j] * _rsqrt(max_nan(var[j], eps1_sq))
             p[j] = p[j] + neg_step * u
 
 
