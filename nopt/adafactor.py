@@ -3,7 +3,7 @@ import numpy as np
 
 from ._kernels import _plan
 from ._kernels.adafactor import adafactor as _adafactor_kernel
-from ._kernels.adafactor import workspace_size as _workspace_size
+from ._kernels.adafactor import make_table as _make_table
 from .optimizer import Optimizer
 
 __all__ = ["Adafactor"]
@@ -130,29 +130,20 @@ class Adafactor(Optimizer):
                 entry["col_var"] = np.zeros(p.shape[:-2] + (1,) + p.shape[-1:], p.dtype)
             else:
                 entry["variance"] = np.zeros(p.shape, p.dtype)
-        n = len(params)
-        ptrs = np.zeros((n, 4), np.int64)
-        dims = np.zeros((n, 4), np.int64)
-        work = 0
-        for k, (p, g) in enumerate(zip(params, grads)):
+        firsts, seconds = [], []
+        for k, p in enumerate(params):
             entry = state[p]
-            where = f"{type(self).__name__}: param_groups[{batch.group_index}]['params'][{batch.indices[k]}]"
-            if not isinstance(entry.get("step"), (int, float)) or isinstance(entry.get("step"), bool):
-                raise ValueError(f"{where}: its state has no numeric 'step'")
+            step = entry.get("step")
+            if not isinstance(step, (int, float)) or isinstance(step, bool):
+                raise ValueError(f"{self._where(batch, k)}: its state has no numeric 'step'")
             if p.ndim >= 2:
-                row = _checked(entry, "row_var", p.shape[:-1] + (1,), p, where)
-                col = _checked(entry, "col_var", p.shape[:-2] + (1,) + p.shape[-1:], p, where)
-                m, cols = p.shape[-2], p.shape[-1]
-                b = p.size // (m * cols) if m * cols else 0
-                ptrs[k] = (p.ctypes.data, g.ctypes.data, row.ctypes.data, col.ctypes.data)
-                dims[k] = (b, m, cols, 1)
+                firsts.append(_checked(entry, "row_var", p.shape[:-1] + (1,), p, self, batch, k))
+                seconds.append(_checked(entry, "col_var", p.shape[:-2] + (1,) + p.shape[-1:], p,
+                                        self, batch, k))
             else:
-                var = _checked(entry, "variance", p.shape, p, where)
-                ptrs[k] = (p.ctypes.data, g.ctypes.data, var.ctypes.data, 0)
-                b, m, cols = 1, 1, p.size
-                dims[k] = (b, m, cols, 0)
-            if p.size:
-                work = max(work, _workspace_size(b, m, cols, p.ndim >= 2))
+                firsts.append(_checked(entry, "variance", p.shape, p, self, batch, k))
+                seconds.append(None)
+        ptrs, dims, work = _make_table(params, grads, firsts, seconds)
         steps, _ = self._increment_state(params)
         undo.append(params)
         beta2_decay, lr = group["beta2_decay"], group["lr"]
@@ -161,7 +152,7 @@ class Adafactor(Optimizer):
         total = sum(p.size for p in params)
         n_threads = _plan.get_max_threads() if total >= 65536 and not _plan.in_parallel() else 1
         calls.append((_adafactor_kernel, (
-            ptrs, dims, weights, rhos, np.empty(max(work, 1)), batch.is_double, n_threads,
+            ptrs, dims, weights, rhos, work, batch.is_double, n_threads,
             float(lr), float(group["weight_decay"]), float(eps1), float(eps2),
             float(group["d"]), bool(group["maximize"]))))
 
@@ -179,6 +170,10 @@ class Adafactor(Optimizer):
                                          f"lacks the {key!r} array")
         super()._flatten_state(groups, state)
 
+    def _where(self, batch, k):
+        return (f"{type(self).__name__}: param_groups[{batch.group_index}]"
+                f"['params'][{batch.indices[k]}]")
+
     def _load_state_value(self, param_id, param, key, value):
         """Check a loaded ``row_var``/``col_var`` against its parameter's shape too."""
         loaded = super()._load_state_value(param_id, param, key, value)
@@ -193,17 +188,20 @@ class Adafactor(Optimizer):
         return loaded
 
 
-def _checked(entry, key, shape, param, where):
+def _checked(entry, key, shape, param, optimizer, batch, k):
     """The state array ``entry[key]``, after checking it can be written as the kernel will."""
     value = entry.get(key)
-    if not isinstance(value, np.ndarray):
-        raise ValueError(f"{where}: its state has no {key!r} array")
+    if type(value) is not np.ndarray:
+        if not isinstance(value, np.ndarray):
+            raise ValueError(f"{optimizer._where(batch, k)}: its state has no {key!r} array")
+        value = value.view(np.ndarray)
     if value.shape != shape or value.dtype != param.dtype:
-        raise ValueError(f"{where}: state[{key!r}] has shape {value.shape} and dtype {value.dtype}; "
-                         f"expected {shape} and {param.dtype}")
-    if not value.flags.c_contiguous or not value.flags.writeable:
-        raise ValueError(f"{where}: state[{key!r}] must be a C-contiguous, writeable array")
-    if np.may_share_memory(value, param):
-        raise ValueError(f"{where}: state[{key!r}] shares memory with the parameter")
+        raise ValueError(f"{optimizer._where(batch, k)}: state[{key!r}] has shape {value.shape} "
+                         f"and dtype {value.dtype}; expected {shape} and {param.dtype}")
+    if not (value.flags.c_contiguous and value.flags.writeable):
+        raise ValueError(f"{optimizer._where(batch, k)}: state[{key!r}] must be a C-contiguous, "
+                         "writeable array")
+    if value.size and np.may_share_memory(value, param.view(np.ndarray)):
+        raise ValueError(f"{optimizer._where(batch, k)}: state[{key!r}] shares memory with the "
+                         "parameter")
     return value
-

@@ -34,9 +34,14 @@
 # torch's own reductions (vectorised float sums) are ordered differently, so
 # parity with torch is to rounding, not bitwise.
 
+cimport numpy as cnp
 from cython.parallel cimport parallel, prange
 from libc.math cimport sqrt as dsqrt
 from libc.stdint cimport int64_t, intptr_t
+
+import numpy as np
+
+cnp.import_array()
 
 from ._common cimport floating, fsqrt, max_nan, nopt_dispatched
 
@@ -66,15 +71,52 @@ cdef inline void _geometry(Py_ssize_t m, Py_ssize_t n, Py_ssize_t* col_block,
     n_rb[0] = (m + rb - 1) // rb
 
 
-def workspace_size(Py_ssize_t b, Py_ssize_t m, Py_ssize_t n, bint factored):
+cdef Py_ssize_t _workspace_size(Py_ssize_t b, Py_ssize_t m, Py_ssize_t n, bint factored) noexcept:
     """Doubles of scratch space one array of shape (b, m, n) needs."""
     cdef Py_ssize_t cb, rb, n_cb, n_rb, tiles
+    if b * m * n == 0:
+        return 0
     if not factored:
         return 2 * ((b * m * n + TILE - 1) // TILE)
     _geometry(m, n, &cb, &rb, &n_cb, &n_rb)
     tiles = b * n_rb * n_cb
     # row partials, column partials, sum p^2 and sum u^2 per tile, R per matrix
     return b * m * n_cb + b * n_rb * n + 2 * tiles + b
+
+
+def make_table(list params, list grads, list firsts, list seconds):
+    """The kernel's work table for a batch, and its scratch space.
+
+    ``firsts[a]`` is ``row_var`` (or ``variance`` for a vector), ``seconds[a]``
+    ``col_var`` (or None). The arrays were checked by the caller (shapes,
+    dtype, C order). Returns ``(ptrs, dims, work)``: see :func:`adafactor`.
+    """
+    cdef Py_ssize_t n = len(params), a, k, b, m, cols, size, need = 1
+    cdef cnp.ndarray p
+    cdef cnp.ndarray[int64_t, ndim=2] ptrs = np.zeros((n, 4), dtype=np.int64)
+    cdef cnp.ndarray[int64_t, ndim=2] dims = np.zeros((n, 4), dtype=np.int64)
+    cdef cnp.npy_intp* shape
+    cdef int ndim
+    for a in range(n):
+        p = <cnp.ndarray> params[a]
+        ndim = cnp.PyArray_NDIM(p)
+        shape = cnp.PyArray_DIMS(p)
+        size = cnp.PyArray_SIZE(p)
+        ptrs[a, 0] = <int64_t> <intptr_t> cnp.PyArray_DATA(p)
+        ptrs[a, 1] = <int64_t> <intptr_t> cnp.PyArray_DATA(<cnp.ndarray> grads[a])
+        ptrs[a, 2] = <int64_t> <intptr_t> cnp.PyArray_DATA(<cnp.ndarray> firsts[a])
+        if ndim >= 2:
+            ptrs[a, 3] = <int64_t> <intptr_t> cnp.PyArray_DATA(<cnp.ndarray> seconds[a])
+            m, cols = shape[ndim - 2], shape[ndim - 1]
+            b = 1
+            for k in range(ndim - 2):
+                b *= shape[k]
+            dims[a, 0], dims[a, 1], dims[a, 2], dims[a, 3] = b, m, cols, 1
+        else:
+            b, m, cols = 1, 1, size
+            dims[a, 0], dims[a, 1], dims[a, 2], dims[a, 3] = 1, 1, size, 0
+        need = max(need, _workspace_size(b, m, cols, ndim >= 2))
+    return ptrs, dims, np.empty(need, dtype=np.float64)
 
 
 # ---------------------------------------------------------------- helpers
