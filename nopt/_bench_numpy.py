@@ -301,8 +301,44 @@ class ASGD(_Rule):
         s["mu"] = float(np.float32(1 / max(1, t - h["t0"])))
 
 
+class Adafactor(_Rule):
+    defaults = dict(lr=1e-2, beta2_decay=-0.8, eps=(None, 1e-3), d=1.0, weight_decay=0.0,
+                    maximize=False)
+
+    def init(self, p):
+        if p.ndim >= 2:
+            return {"row_var": np.zeros(p.shape[:-1] + (1,), p.dtype),
+                    "col_var": np.zeros(p.shape[:-2] + (1,) + p.shape[-1:], p.dtype)}
+        return {"variance": np.zeros_like(p)}
+
+    def update(self, p, g, s, dt):
+        h, t = self.h, self.t
+        eps1, eps2 = h["eps"]
+        eps1 = np.finfo(p.dtype).eps if eps1 is None else eps1
+        w = dt(t ** h["beta2_decay"])
+        rho = min(h["lr"], 1 / math.sqrt(t))
+        alpha = max(eps2, float(np.linalg.norm(p.ravel())) / math.sqrt(p.size)) * rho
+        if h["weight_decay"]:
+            p *= dt(1 - h["lr"] * h["weight_decay"])
+        square = g * g
+        if p.ndim >= 2:
+            s["row_var"] += w * (square.mean(axis=-1, keepdims=True) - s["row_var"])
+            s["col_var"] += w * (square.mean(axis=-2, keepdims=True) - s["col_var"])
+            estimate = s["row_var"] * s["col_var"]
+            estimate /= np.maximum(s["row_var"].mean(axis=-2, keepdims=True), dt(eps1))
+        else:
+            s["variance"] += w * (square - s["variance"])
+            estimate = s["variance"].copy()
+        np.maximum(estimate, dt(eps1 * eps1), out=estimate)
+        update = np.sqrt(estimate, out=estimate)
+        np.divide(g, update, out=update)
+        denom = max(1.0, float(np.linalg.norm(update.ravel())) / (math.sqrt(update.size) * h["d"]))
+        update *= dt(-alpha / denom)
+        p += update
+
+
 RULES = {cls.__name__: cls for cls in (SGD, Adam, AdamW, Adamax, NAdam, RAdam, Adagrad, Adadelta,
-                                       RMSprop, Rprop, ASGD)}
+                                       RMSprop, Rprop, ASGD, Adafactor)}
 
 
 def make(name, params, grads, **hyper):

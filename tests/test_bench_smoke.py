@@ -134,6 +134,8 @@ TORCH_OPTIONS = [
     ("Rprop", dict(lr=0.05)),
     ("ASGD", dict(lr=0.05, weight_decay=0.1)),
     ("ASGD", dict(lr=0.05, t0=3)),
+    ("Adafactor", dict(lr=0.05, weight_decay=0.1)),
+    ("Adafactor", dict(lr=0.05, eps=(1e-3, 1e-2), d=1.5, maximize=True)),
 ]
 
 
