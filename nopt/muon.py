@@ -204,7 +204,9 @@ def newton_schulz(matrix, ns_coefficients=_DEFAULT_COEFFICIENTS, ns_steps=5, eps
     a, b, c = dtype(a), dtype(b), dtype(c)
     for _ in range(ns_steps):
         np.matmul(x, x.T, out=gram)              # A = X X^T (BLAS syrk)
-        np.matmul(gram, gram, out=poly)          # b A + c A^2
+        # A is symmetric, so A A = A A^T: NumPy then calls BLAS syrk, which
+        # computes one triangle (half the products of a general matmul).
+        np.matmul(gram, gram.T, out=poly)        # b A + c A^2
         poly *= c
         gram *= b
         poly += gram
