@@ -16,7 +16,8 @@
 #
 # The tiles depend only on the array's shape, never on the thread count, and
 # every sum is taken in a fixed order (8 interleaved lanes within a tile, then
-# the tiles in order), so the results are bitwise identical for any number of
+# the tiles in order; a tile's squares are computed into a small buffer by a
+# reduction-free loop, then added to the lanes, so that both loops vectorise), so the results are bitwise identical for any number of
 # threads. Sums are accumulated in double for both dtypes. Recomputing u in
 # pass C costs a division and a square root per element but saves writing and
 # re-reading an update-sized buffer: the passes are memory-bound.
@@ -53,6 +54,8 @@ cdef enum:
     SERIAL_BELOW = 65536
     # Rows or columns per task when combining the partial sums.
     COMBINE_CHUNK = 4096
+    # Elements whose squares are buffered before they are added to the lanes.
+    BLOCK = 512
 
 
 cdef inline void _geometry(Py_ssize_t m, Py_ssize_t n, Py_ssize_t* col_block,
@@ -121,6 +124,17 @@ def make_table(list params, list grads, list firsts, list seconds):
 
 # ---------------------------------------------------------------- helpers
 
+cdef inline void _add_lanes(const double* values, Py_ssize_t n, double* lanes) noexcept nogil:
+    # lanes[l] += values[j] for j = l (mod 8): a fixed order. The loop that
+    # fills ``values`` stays free of reductions, so both loops vectorise.
+    cdef Py_ssize_t j, l, k = n - n % 8
+    for j in range(0, k, 8):
+        for l in range(8):
+            lanes[l] += values[j + l]
+    for j in range(k, n):
+        lanes[j - k] += values[j]
+
+
 cdef inline double _fold(double* lanes) noexcept nogil:
     return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]))
 
@@ -156,10 +170,12 @@ cdef nopt_dispatched _factored_reduce(
     cdef Py_ssize_t tiles_per_matrix = n_rb * n_cb
     cdef Py_ssize_t bi = t // tiles_per_matrix, r = (t // n_cb) % n_rb, c = t % n_cb
     cdef Py_ssize_t i0 = r * rb, i1 = min(i0 + rb, m), j0 = c * cb, j1 = min(j0 + cb, n)
-    cdef Py_ssize_t width = j1 - j0, i, j, l, k
+    cdef Py_ssize_t width = j1 - j0, i, j, l, jb, bk, w
     cdef double* cols = col_part + (bi * n_rb + r) * n + j0
     cdef double lanes[8]
     cdef double plane[8]
+    cdef double squares[BLOCK]
+    cdef double psquares[BLOCK]
     cdef double s, x
     cdef const floating* grow
     cdef const floating* prow
@@ -172,20 +188,17 @@ cdef nopt_dispatched _factored_reduce(
         prow = p + (bi * m + i) * n + j0
         for l in range(8):
             lanes[l] = 0
-        k = width - width % 8
-        for j in range(0, k, 8):
-            for l in range(8):
-                s = <double> grow[j + l] * <double> grow[j + l]
-                cols[j + l] += s
-                lanes[l] += s
-                x = <double> prow[j + l]
-                plane[l] += x * x
-        for j in range(k, width):
-            s = <double> grow[j] * <double> grow[j]
-            cols[j] += s
-            lanes[j - k] += s
-            x = <double> prow[j]
-            plane[j - k] += x * x
+        for bk in range((width + BLOCK - 1) // BLOCK):
+            jb = bk * BLOCK
+            w = min(<Py_ssize_t> BLOCK, width - jb)
+            for j in range(w):
+                s = <double> grow[jb + j] * <double> grow[jb + j]
+                squares[j] = s
+                cols[jb + j] += s
+                x = <double> prow[jb + j]
+                psquares[j] = x * x
+            _add_lanes(squares, w, lanes)
+            _add_lanes(psquares, w, plane)
         row_part[(bi * m + i) * n_cb + c] = _fold(lanes)
     p_part[t] = _fold(plane)
 
@@ -201,27 +214,26 @@ cdef nopt_dispatched _factored_norm(
     cdef Py_ssize_t tiles_per_matrix = n_rb * n_cb
     cdef Py_ssize_t bi = t // tiles_per_matrix, r = (t // n_cb) % n_rb, c = t % n_cb
     cdef Py_ssize_t i0 = r * rb, i1 = min(i0 + rb, m), j0 = c * cb, j1 = min(j0 + cb, n)
-    cdef Py_ssize_t width = j1 - j0, i, j, l, k
+    cdef Py_ssize_t width = j1 - j0, i, j, l, jb, bk, w
     cdef const floating* cols = col_var + bi * n + j0
     cdef floating big_r = <floating> r_mean[bi]
     cdef floating row, v, u
     cdef double lanes[8]
+    cdef double squares[BLOCK]
     cdef const floating* grow
     for l in range(8):
         lanes[l] = 0
     for i in range(i0, i1):
         grow = g + (bi * m + i) * n + j0
         row = row_var[bi * m + i]
-        k = width - width % 8
-        for j in range(0, k, 8):
-            for l in range(8):
-                v = max_nan((row * cols[j + l]) / big_r, eps1_sq)
-                u = grow[j + l] * _rsqrt(v)
-                lanes[l] += <double> u * <double> u
-        for j in range(k, width):
-            v = max_nan((row * cols[j]) / big_r, eps1_sq)
-            u = grow[j] * _rsqrt(v)
-            lanes[j - k] += <double> u * <double> u
+        for bk in range((width + BLOCK - 1) // BLOCK):
+            jb = bk * BLOCK
+            w = min(<Py_ssize_t> BLOCK, width - jb)
+            for j in range(w):
+                v = max_nan((row * cols[jb + j]) / big_r, eps1_sq)
+                u = grow[jb + j] * _rsqrt(v)
+                squares[j] = <double> u * <double> u
+            _add_lanes(squares, w, lanes)
     u_part[t] = _fold(lanes)
 
 
@@ -265,31 +277,29 @@ cdef inline void _vector_reduce_loop(
     floating w, bint small, floating eps1_sq,
     double* p_part, double* u_part,   # OUT (one value each)
 ) noexcept nogil:
-    cdef Py_ssize_t j, l, k = width - width % 8
+    cdef Py_ssize_t j, l, jb, bk, bw
     cdef double ulanes[8]
     cdef double planes[8]
+    cdef double usquares[BLOCK]
+    cdef double psquares[BLOCK]
     cdef floating gj, v, u
     cdef double x
     for l in range(8):
         ulanes[l] = 0
         planes[l] = 0
-    for j in range(0, k, 8):
-        for l in range(8):
-            gj = gt[j + l]
-            v = _lerp(vt[j + l], gj * gj, w, small)
-            vt[j + l] = v
+    for bk in range((width + BLOCK - 1) // BLOCK):
+        jb = bk * BLOCK
+        bw = min(<Py_ssize_t> BLOCK, width - jb)
+        for j in range(bw):
+            gj = gt[jb + j]
+            v = _lerp(vt[jb + j], gj * gj, w, small)
+            vt[jb + j] = v
             u = gj * _rsqrt(max_nan(v, eps1_sq))
-            ulanes[l] += <double> u * <double> u
-            x = <double> pt[j + l]
-            planes[l] += x * x
-    for j in range(k, width):
-        gj = gt[j]
-        v = _lerp(vt[j], gj * gj, w, small)
-        vt[j] = v
-        u = gj * _rsqrt(max_nan(v, eps1_sq))
-        ulanes[j - k] += <double> u * <double> u
-        x = <double> pt[j]
-        planes[j - k] += x * x
+            usquares[j] = <double> u * <double> u
+            x = <double> pt[jb + j]
+            psquares[j] = x * x
+        _add_lanes(usquares, bw, ulanes)
+        _add_lanes(psquares, bw, planes)
     p_part[0] = _fold(planes)
     u_part[0] = _fold(ulanes)
 
