@@ -1,9 +1,9 @@
 """Muon: option grid, invalid inputs, NumPy reference.
 
-Muon only takes 2-D parameters, and the generic tests' problem has 1-D and
-3-D ones, so its record is kept out of ``RECORDS``: tests/test_muon.py runs
-it on 2-D shapes (torch parity with torch's Newton-Schulz run in the
-parameter's dtype, the reference, resume, bad input).
+Muon only takes 2-D parameters, and the generic harness has 1-D and 3-D
+ones, so its record is not ``elementwise``: tests/test_muon.py runs its
+option grid on 2-D shapes (torch parity with torch's Newton-Schulz run in
+the parameter's dtype, this reference, resume, bad input).
 """
 import numpy as np
 
@@ -63,8 +63,10 @@ MUON = OptimRecord(
          "Adjust learning rate function spectral is not supported"),
     ],
     extra={"shapes": [(4, 5), (6, 3), (3, 3), (1, 8)]},
+    quick_options=[dict(), dict(lr=0.02, nesterov=False, adjust_lr_fn="match_rms_adamw")],
+    elementwise=False,
+    counts_steps=False,         # torch's Muon state is the momentum buffer only
+    supports_maximize=False,
 )
 
-# Not in the generic table (see the module docstring).
-RECORDS = []
-MATRIX_RECORDS = [MUON]
+RECORDS = [MUON]
