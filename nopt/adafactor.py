@@ -135,7 +135,8 @@ class Adafactor(Optimizer):
             entry = state[p]
             step = entry.get("step")
             if not isinstance(step, (int, float)) or isinstance(step, bool):
-                raise ValueError(f"{self._where(batch, k)}: its state has no numeric 'step'")
+                raise ValueError(f"Adafactor: the state of {self._where(batch, k)} has no 'step' "
+                                 "(a number)")
             if p.ndim >= 2:
                 firsts.append(_checked(entry, "row_var", p.shape[:-1] + (1,), p, self, batch, k))
                 seconds.append(_checked(entry, "col_var", p.shape[:-2] + (1,) + p.shape[-1:], p,
@@ -170,9 +171,9 @@ class Adafactor(Optimizer):
                                          f"lacks the {key!r} array")
         super()._flatten_state(groups, state)
 
-    def _where(self, batch, k):
-        return (f"{type(self).__name__}: param_groups[{batch.group_index}]"
-                f"['params'][{batch.indices[k]}]")
+    @staticmethod
+    def _where(batch, k):
+        return f"param_groups[{batch.group_index}]['params'][{batch.indices[k]}]"
 
     def _load_state_value(self, param_id, param, key, value):
         """Check a loaded ``row_var``/``col_var`` against its parameter's shape too."""
@@ -190,18 +191,19 @@ class Adafactor(Optimizer):
 
 def _checked(entry, key, shape, param, optimizer, batch, k):
     """The state array ``entry[key]``, after checking it can be written as the kernel will."""
+    where = optimizer._where(batch, k)
     value = entry.get(key)
     if type(value) is not np.ndarray:
         if not isinstance(value, np.ndarray):
-            raise ValueError(f"{optimizer._where(batch, k)}: its state has no {key!r} array")
+            raise ValueError(f"Adafactor: the state of {where} has no {key!r} (an array)")
         value = value.view(np.ndarray)
     if value.shape != shape or value.dtype != param.dtype:
-        raise ValueError(f"{optimizer._where(batch, k)}: state[{key!r}] has shape {value.shape} "
+        raise ValueError(f"Adafactor: state array {key!r} of {where} has shape {value.shape} "
                          f"and dtype {value.dtype}; expected {shape} and {param.dtype}")
     if not (value.flags.c_contiguous and value.flags.writeable):
-        raise ValueError(f"{optimizer._where(batch, k)}: state[{key!r}] must be a C-contiguous, "
-                         "writeable array")
+        raise ValueError(f"Adafactor: state array {key!r} of {where} must be C-contiguous "
+                         "and writeable")
     if value.size and np.may_share_memory(value, param.view(np.ndarray)):
-        raise ValueError(f"{optimizer._where(batch, k)}: state[{key!r}] shares memory with the "
-                         "parameter")
+        raise ValueError(f"Adafactor: state array {key!r} of {where} shares memory with "
+                         "the parameter")
     return value
