@@ -35,6 +35,9 @@ def test_optim_namespace_is_nopts_classes_and_modules():
     assert OneCycleLR is nopt.lr_scheduler.OneCycleLR and SWALR is nopt.swa_utils.SWALR
     assert lr_scheduler is nopt.lr_scheduler
     assert set(dir(optim)) >= set(optim.__all__)
+    assert optim.CG is nopt.CG       # nopt's own optimizers are reachable too
+    with pytest.raises(AttributeError):
+        optim.minimize              # but only optimizers
 
 
 def _torch_optimizers():

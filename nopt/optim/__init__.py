@@ -2,7 +2,8 @@
 
 ``from nopt import optim`` (instead of ``from torch import optim``) gives the
 same classes as ``nopt.X``, with torch's names and signatures, plus
-``optim.lr_scheduler`` and ``optim.swa_utils``::
+``optim.lr_scheduler`` and ``optim.swa_utils`` (nopt's own optimizers that
+torch lacks, such as ``CG``, are reachable here too)::
 
     from nopt import optim
 
@@ -48,6 +49,14 @@ def __getattr__(name):
         value = getattr(lbfgs, name)
         globals()[name] = value
         return value
+    # nopt's optimizers that torch.optim lacks (CG, ...) are here too, under the same names.
+    import nopt
+
+    if name in nopt.__all__:
+        value = getattr(nopt, name)
+        if isinstance(value, type) and issubclass(value, Optimizer):
+            globals()[name] = value
+            return value
     raise AttributeError(f"module 'nopt.optim' has no attribute {name!r}")
 
 
