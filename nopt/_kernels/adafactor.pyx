@@ -36,7 +36,7 @@
 # parity with torch is to rounding, not bitwise.
 
 cimport numpy as cnp
-from cython.parallel cimport parallel, prange
+from cython.parallel cimport prange
 from libc.math cimport sqrt as dsqrt
 from libc.stdint cimport int64_t, intptr_t
 
