@@ -178,6 +178,7 @@ class Adam(Optimizer):
 
     _elementwise_state = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
     _required_state = ("step", "exp_avg", "exp_avg_sq")
+    _option_state = (("amsgrad", "max_exp_avg_sq"),)  # checked at load
     # Scalars a new state starts with (see _init_state).
     _fresh = {"step": 0.0}
     _init_state = _init_state

@@ -1,6 +1,7 @@
 """NAdam: Adam with Nesterov momentum and a momentum-decay schedule."""
 import struct
 
+from ._kernels._safety import store as _store  # a C loop: see _safety.run
 from ._kernels.nadam import nadam as _nadam_kernel
 from .adam import _decay_terms, _init_state, _validate
 from .optimizer import Optimizer
@@ -18,12 +19,6 @@ _F32 = struct.Struct("f")
 def _round_f32(x):
     """``x`` rounded to float32 (to nearest), as a Python float."""
     return _F32.unpack(_F32.pack(x))[0]
-
-
-def _store(state, params, key, value):
-    """``state[p][key] = value`` for every ``p`` in ``params``."""
-    for p in params:
-        state[p][key] = value
 
 
 class NAdam(Optimizer):

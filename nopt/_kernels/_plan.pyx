@@ -307,8 +307,12 @@ cdef class GatherCache:
     cdef list result          # [(params, indices, is_double)]: no gradients (weak refs only)
     cdef unsigned long long grad_epoch  # _grad_epoch when filled
     cdef bint exact           # every parameter is exactly a Parameter
+    # (reliability) True when the last gather refilled the cache: the step's
+    # arrays may have changed, so Optimizer runs its aliasing check.
+    cdef public bint rebuilt
 
     def __cinit__(self):
+        self.rebuilt = True
         self.group_list = None
         self.n = -1
         self.exact = False
@@ -410,11 +414,13 @@ def gather(list group_params, Py_ssize_t group_index, GatherCache cache=None):
     if cache is not None and cache.n == PyList_GET_SIZE(group_params):
         grads_now = [None] * cache.n
         if _cache_valid(cache, group_params, group_index, grads_now):
+            cache.rebuilt = False
             return [(list(p), grads_now if type(i) is range else [grads_now[k] for k in i], i, d)
                     for p, i, d in cache.result]
     result = _gather_full(group_params, group_index)
     if cache is not None:
         _cache_fill(cache, group_params, group_index, result)
+        cache.rebuilt = True
     return result
 
 
@@ -574,7 +580,8 @@ cdef class StepCache:
         self.token = 0
 
 
-cdef tuple _step_hit(StepCache c, object state, list params, tuple keys, object step_key):
+cdef tuple _step_hit(StepCache c, object state, list params, tuple keys, object step_key,
+                     list old_out):
     """The cached columns with every count incremented, or None when the cache does not hold."""
     cdef Py_ssize_t k, n = PyList_GET_SIZE(params)
     cdef object d, value = None, last_old = None, old
@@ -590,6 +597,9 @@ cdef tuple _step_hit(StepCache c, object state, list params, tuple keys, object 
             return None
         if (<StateDict> PyList_GET_ITEM(c.dicts, k)).owner != c.token:
             return None
+    if old_out is not None:
+        # (reliability) the count objects the dicts hold now, for an exact undo
+        old_out.append(c.steps)
     if c.common is not None:
         # The usual case: one count, one new float shared by every dict.
         value = PyFloat_FromDouble(PyFloat_AS_DOUBLE(c.common) + 1.0)
@@ -639,7 +649,7 @@ cdef void _step_fill(StepCache c, object state, list params, tuple keys, object 
 
 
 def columns_and_increment(object state, list params, tuple keys, object step_key,
-                          StepCache cache=None):
+                          StepCache cache=None, list old_out=None):
     """``columns(state, params, keys)``, then (when nothing is missing) ``increment``.
 
     One pass reads every parameter's state dict for ``keys`` and
@@ -664,11 +674,15 @@ def columns_and_increment(object state, list params, tuple keys, object step_key
         The new counts (None when ``missing``).
     common : float or None
         The shared new count when all are equal.
+
+    ``old_out``, if given, gets appended the list of the count objects the
+    dicts held before (when counted), so a failed step can put back the
+    very same objects.
     """
     if not isinstance(state, dict):
         raise TypeError(f"state must be a dict, got {type(state).__name__}")
     if cache is not None:
-        hit = _step_hit(cache, state, params, keys, step_key)
+        hit = _step_hit(cache, state, params, keys, step_key, old_out)
         if hit is not None:
             return hit
         cache.token = 0
@@ -698,7 +712,7 @@ def columns_and_increment(object state, list params, tuple keys, object step_key
             missing += 1
     if missing:
         return out, missing, None, None
-    steps, common = _increment_dicts(dicts, step_key)
+    steps, common = _increment_dicts(dicts, step_key, old_out)
     if cache is not None:
         _step_fill(cache, state, params, keys, step_key, dicts, out, steps, common)
         if cache.token:
@@ -706,7 +720,7 @@ def columns_and_increment(object state, list params, tuple keys, object step_key
     return out, 0, steps, common
 
 
-cdef tuple _increment_dicts(list dicts, object key):
+cdef tuple _increment_dicts(list dicts, object key, list old_out=None):
     """Add 1 to ``d[key]`` in every (checked) dict; shared old floats give shared new ones.
 
     An uncached count: each StateDict's ``owner`` is reset, so no step cache
@@ -720,9 +734,15 @@ cdef tuple _increment_dicts(list dicts, object key):
     cdef PyObject* old
     cdef object last_old = None   # a strong reference: its address stays its own
     cdef object value = None
+    cdef list olds = None
+    if old_out is not None:
+        olds = [None] * n
+        old_out.append(olds)
     for k in range(n):
         d = PyList_GET_ITEM(dicts, k)
         old = PyDict_GetItemWithError(<dict> d, key)
+        if olds is not None:
+            olds[k] = <object> old
         if <object> old is not last_old:
             if PyFloat_Check(<object> old):
                 v = PyFloat_AS_DOUBLE(<object> old) + 1.0
@@ -814,8 +834,11 @@ cdef class TableCache:
     cdef tuple streams        # the stream sequences of the last call (see _table_valid)
     cdef object addresses     # intp array (n, n_streams): each array's data address
     cdef object ptrs, chunks
+    # (reliability) True when the last make_table built a new table (see GatherCache.rebuilt).
+    cdef public bint rebuilt
 
     def __cinit__(self):
+        self.rebuilt = True
         self.n_streams = -1
         self.n = -1
 
@@ -889,6 +912,7 @@ def make_table(list streams, TableCache cache=None):
     first = streams[0]
     cdef Py_ssize_t n = len(first)
     if cache is not None and _table_valid(cache, streams, n_streams, n):
+        cache.rebuilt = False
         return cache.ptrs, cache.chunks, _threads_for(cache.total, cache.n_chunks)
     # Streams may be lists or tuples (a step cache's columns); walk lists.
     given = streams
@@ -958,6 +982,7 @@ def make_table(list streams, TableCache cache=None):
     if cache is not None:
         _table_fill(cache, streams, n_streams, n, ptrs_arr, chunks_arr, total, n_chunks)
         cache.streams = tuple(given)
+        cache.rebuilt = True
     return ptrs_arr, chunks_arr, _threads_for(total, n_chunks)
 
 
