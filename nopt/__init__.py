@@ -32,7 +32,7 @@ from .sparse_adam import SparseAdam
 _LAZY = {
     "LBFGS": "lbfgs", "CG": "cg", "minimize": "_minimize", "scipy_method": "_minimize",
 }
-_LAZY_MODULES = ("bench", "demo", "models")
+_LAZY_MODULES = ("bench", "demo", "models", "optim")
 
 
 def __getattr__(name):
@@ -64,6 +64,8 @@ __all__ = [
     "LBFGS", "CG", "minimize", "scipy_method",
     # schedules, averaging, gradient utilities
     "lr_scheduler", "swa_utils", "utils", "ApplyIfFinite", "grads_are_finite",
+    # torch.optim's namespace (from nopt import optim)
+    "optim",
     # storage, checkpoints, threads, config
     "ParameterBuffer", "flat_parameters", "save", "load", "CheckpointError",
     "get_num_threads", "set_num_threads", "num_threads", "show_config", "get_config",

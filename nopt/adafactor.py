@@ -145,8 +145,15 @@ class Adafactor(Optimizer):
                 firsts.append(_checked(entry, "variance", p.shape, p, self, batch, k))
                 seconds.append(None)
         ptrs, dims, work = _make_table(params, grads, firsts, seconds)
+        tables = self._step_tables
+        if tables is not None:
+            # Keep the arrays alive until the kernel ran, and have the base
+            # class check that none overlaps another (no table cache here).
+            tables.append([params, grads, firsts, seconds])
+            tables[0] = True
+        olds = [state[p]["step"] for p in params]
         steps, _ = self._increment_state(params)
-        undo.append(params)
+        undo.append((params, olds, "step"))
         beta2_decay, lr = group["beta2_decay"], group["lr"]
         weights = np.array([t ** beta2_decay for t in steps], dtype=np.float64)
         rhos = np.array([min(lr, 1 / (t ** 0.5)) for t in steps], dtype=np.float64)

@@ -144,6 +144,12 @@ class Muon(Optimizer):
                 raise ValueError(f"{where}: state['momentum_buffer'] must be a writeable array of "
                                  f"shape {p.shape} and dtype {p.dtype}, apart from the parameter")
             buffers.append(buf)
+        tables = self._step_tables
+        if tables is not None:
+            # Keep the arrays alive until the update ran, and have the base
+            # class check that none overlaps another.
+            tables.append([batch.params, batch.grads, buffers])
+            tables[0] = True
         calls.append((_muon_update, (batch.params, batch.grads, buffers, dict(group))))
 
 

@@ -146,3 +146,16 @@ def test_empty_parameter_is_left_alone_and_others_step():
     opt.step()
     assert opt.state[empty]["step"] == 1.0 and opt.state[empty]["row_var"].shape == (0, 1)
     assert np.all(np.asarray(other) < 1)
+
+
+def test_state_array_overlapping_another_array_is_refused_before_any_change():
+    a, b = nopt.Parameter(np.ones(6)), nopt.Parameter(np.ones((2, 3)))
+    opt = nopt.Adafactor([a, b])
+    a.grad, b.grad = np.ones(6), np.ones((2, 3))
+    opt.step()
+    opt.state[a]["variance"] = b.grad.reshape(6)      # a state array that is b's gradient
+    before = (np.array(a), np.array(b), {k: np.array(v) for k, v in opt.state[b].items()})
+    with pytest.raises(ValueError):
+        opt.step()
+    assert np.array_equal(a, before[0]) and np.array_equal(b, before[1])
+    assert opt.state[a]["step"] == 1.0 and opt.state[b]["step"] == 1.0

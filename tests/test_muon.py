@@ -243,3 +243,15 @@ def test_resume_from_checkpoint_is_bitwise_identical(options, tmp_path):
     assert_same_snapshot(snapshot(params, opt), snapshot(params2, opt2))
     assert opt2.state_dict()["param_groups"][1]["ns_coefficients"] == options.get(
         "ns_coefficients", (3.4445, -4.775, 2.0315))
+
+
+def test_momentum_buffer_overlapping_another_array_is_refused_before_any_change():
+    a, b = nopt.Parameter(np.ones((2, 3))), nopt.Parameter(np.ones((2, 3)))
+    opt = nopt.Muon([a, b])
+    a.grad, b.grad = np.ones((2, 3)), np.full((2, 3), 2.0)
+    opt.step()
+    opt.state[a]["momentum_buffer"] = b.grad            # a's buffer is b's gradient
+    before = snapshot([a, b], opt)
+    with pytest.raises(ValueError):
+        opt.step()
+    assert_same_snapshot(before, snapshot([a, b], opt))

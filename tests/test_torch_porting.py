@@ -36,6 +36,7 @@ def test_optim_namespace_is_nopts_classes_and_modules():
     assert lr_scheduler is nopt.lr_scheduler
     assert set(dir(optim)) >= set(optim.__all__)
     assert optim.CG is nopt.CG       # nopt's own optimizers are reachable too
+    assert nopt.optim is optim and "optim" in nopt.__all__
     with pytest.raises(AttributeError):
         optim.minimize              # but only optimizers
 
