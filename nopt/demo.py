@@ -429,6 +429,12 @@ def main(argv=None):
         models["softmax regression"] = SoftmaxRegression(64, 10, l2=1e-4, dtype=dtype)
     if args.model in ("both", "mlp"):
         models[f"MLP 64-{args.hidden}-10"] = MLP([64, args.hidden, 10], alpha=1e-4, dtype=dtype, seed=args.seed)
+    # An optimizer that rejects these models' parameters says so before the header.
+    for model in models.values():
+        try:
+            cls(model.parameters(), lr=lr) if lr is not None else cls(model.parameters())
+        except (TypeError, ValueError, RuntimeError, NotImplementedError) as exc:
+            raise SystemExit(f"nopt demo: {name} cannot train the demo's models: {_one_line(exc)}") from None
     schedule = None if args.scheduler == "none" else args.scheduler
     title = _title(name, lr, schedule, full_batch)
     print(f"nopt demo: digits, {len(X_train)} train / {len(X_test)} test images, {title}, "

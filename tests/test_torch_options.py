@@ -31,14 +31,14 @@ def test_every_torch_style_optimizer_is_covered():
 @pytest.mark.parametrize("name", NAMES)
 def test_none_and_false_are_accepted_and_ignored(name):
     cls = getattr(nopt, name)
-    p, q = nopt.Parameter(np.ones(4)), nopt.Parameter(np.ones(4))
+    p, q = nopt.Parameter(np.ones((2, 2))), nopt.Parameter(np.ones((2, 2)))
     plain = cls([p])
     with_options = cls([q], foreach=None, fused=None, capturable=False, differentiable=False)
     assert with_options.defaults == plain.defaults
     assert with_options.param_groups[0].keys() == plain.param_groups[0].keys()
     for option in OPTIONS:
         assert option not in with_options.defaults
-    cls([nopt.Parameter(np.ones(2))], foreach=False, fused=False, capturable=np.bool_(False))
+    cls([nopt.Parameter(np.ones((2, 2)))], foreach=False, fused=False, capturable=np.bool_(False))
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -47,9 +47,9 @@ def test_true_is_refused_with_the_reason(name, option):
     cls = getattr(nopt, name)
     with pytest.raises(ValueError, match=rf"^{name}\({option}=True\) is not supported: "
                                          r"nopt has one kernel path"):
-        cls([nopt.Parameter(np.ones(2))], **{option: True})
+        cls([nopt.Parameter(np.ones((2, 2)))], **{option: True})
     with pytest.raises(TypeError, match=f"{option} must be None or a bool"):
-        cls([nopt.Parameter(np.ones(2))], **{option: "yes"})
+        cls([nopt.Parameter(np.ones((2, 2)))], **{option: "yes"})
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -63,7 +63,7 @@ def test_signature_stays_the_optimizers_own(name):
         assert inspect.signature(init) == inspect.signature(init.__wrapped__)
     # Unknown keywords still fail as Python's own error does.
     with pytest.raises(TypeError, match="unexpected keyword argument 'bogus'"):
-        cls([nopt.Parameter(np.ones(2))], bogus=1)
+        cls([nopt.Parameter(np.ones((2, 2)))], bogus=1)
 
 
 def test_step_is_not_wrapped_by_it():
@@ -81,7 +81,7 @@ def test_subclass_forwarding_kwargs_checks_once():
             calls.append(kwargs)
             super().__init__(params, **kwargs)
 
-    p = nopt.Parameter(np.ones(2))
+    p = nopt.Parameter(np.ones((2, 2)))
     Mine([p], lr=0.1, foreach=False)
     assert calls == [{"lr": 0.1, "foreach": False}]
     with pytest.raises(ValueError, match=r"^Mine\(fused=True\)"):
@@ -95,4 +95,4 @@ def test_wrappers_around_an_optimizer_are_left_alone():
 
     assert "__wrapped__" not in vars(Wrapper.__init__)
     with pytest.raises(TypeError, match="unexpected keyword argument 'foreach'"):
-        Wrapper(nopt.SGD([nopt.Parameter(np.ones(2))], lr=0.1), foreach=False)
+        Wrapper(nopt.SGD([nopt.Parameter(np.ones((2, 2)))], lr=0.1), foreach=False)
