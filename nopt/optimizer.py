@@ -495,11 +495,9 @@ class Optimizer:
         if rule is None:
             raise NotImplementedError(f"{type(self).__name__} has no rule and no _plan")
         group = batch.group
-        switches = rule.switches(group) if rule.switches is not None else {}
-        keys = rule.keys_for(switches)
-        flags = tuple(switches[n] for n in rule.switch_names)
+        keys, flags = rule.resolve(group)
         if rule.fresh_flag is not None:
-            self._plan_fresh(batch, calls, undo, keys, switches)
+            self._plan_fresh(batch, calls, undo, keys, flags)
             return
         gather = keys + rule.scalar_state
         params, grads = batch.params, batch.grads
@@ -513,7 +511,18 @@ class Optimizer:
         if not rule.scalar_state and (common is not None or not rule.step):
             parts = [(rule.scalars(group, common), None, params, grads, columns)]
         else:
-            parts = self._parts(batch, columns[:len(keys)], columns[len(keys):], steps)
+            # The usual case: one step count and one scalar state for the batch.
+            values = [] if common is not None and rule.step else None
+            for col in columns[len(keys):]:
+                if values is None or col.count(col[0]) != len(col):
+                    values = None
+                    break
+                values.append(float(col[0]))
+            if values is not None:
+                args, after = rule.scalars(group, common, *values)
+                parts = [(args, tuple(after), params, grads, columns)]
+            else:
+                parts = self._parts(batch, columns[:len(keys)], columns[len(keys):], steps)
         for k, (args, after, part_params, part_grads, cols) in enumerate(parts):
             ptrs, chunks, n_threads = self._table(
                 [part_params, part_grads, *cols[:len(keys)]], (batch.group_index, k))
@@ -559,7 +568,7 @@ class Optimizer:
                 raise self._incomplete_state(batch, keys)
         return columns
 
-    def _plan_fresh(self, batch, calls, undo, keys, switches):
+    def _plan_fresh(self, batch, calls, undo, keys, flags):
         """Plan a rule with a ``"fresh"`` flag (SGD): new state arrays get their own call.
 
         The flag is True for the parameters whose arrays this step creates
@@ -591,10 +600,10 @@ class Optimizer:
                         cols = [[col[k] for k in keep] for col in columns]
                     parts.append((fresh, part, [grads[k] for k in keep], cols))
         for fresh, part, part_grads, cols in parts:
-            flags = tuple(fresh if n == rule.fresh_flag else switches[n] for n in rule.python_flags)
             ptrs, chunks, n_threads = self._table([part, part_grads, *cols],
                                                   (batch.group_index, fresh))
-            calls.append((self._kernel, (ptrs, chunks, batch.is_double, n_threads) + args + flags))
+            calls.append((self._kernel,
+                          (ptrs, chunks, batch.is_double, n_threads) + args + flags[fresh]))
 
     def _init_state(self, batch, keys, undo):
         """Check the batch's state against the rule, then create what is missing.

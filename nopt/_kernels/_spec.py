@@ -110,6 +110,7 @@ class Rule:
         self.fresh_flag = next((n for n, src in self.flags if src == "fresh"), None)
         self.python_flags = tuple(n for n, src in self.flags if src is None or src == "fresh")
         self.stream_keys = tuple(key for key, _, _ in self.state)
+        self._resolved = {}
         for key, _, when in self.state:
             if when is not None and when not in self.switch_names:
                 raise ValueError(f"rule {name}: state {key!r} depends on {when!r}, which is not "
@@ -118,6 +119,29 @@ class Rule:
     def keys_for(self, switches):
         """The state arrays present for these switch values, in kernel order."""
         return tuple(key for key, _, when in self.state if when is None or switches[when])
+
+    def resolve(self, group):
+        """``(keys, flags)`` for a group: its state arrays and its kernel flags, in kernel order.
+
+        With a ``"fresh"`` flag, ``flags`` is a pair: the flags for old state,
+        and those for state the step creates.
+
+        Cached by the switches' values: this runs on every step.
+        """
+        if self.switches is None:
+            flags = ()
+        else:
+            flags = tuple(map(self.switches(group).__getitem__, self.switch_names))
+        found = self._resolved.get(flags)
+        if found is None:
+            switches = dict(zip(self.switch_names, flags))
+            kernel_flags = flags
+            if self.fresh_flag is not None:
+                # The kernel's flags for old and for new state.
+                kernel_flags = tuple(tuple(fresh if n == self.fresh_flag else switches[n]
+                                           for n in self.python_flags) for fresh in (False, True))
+            found = self._resolved[flags] = (self.keys_for(switches), kernel_flags)
+        return found
 
     def __repr__(self):
         return f"Rule({self.name!r})"
