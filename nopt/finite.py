@@ -8,7 +8,7 @@ them, as ``optax.apply_if_finite`` does.
 import numpy as np
 
 from ._kernels import _plan
-from ._kernels.finite import all_finite
+from ._kernels.helpers import all_finite
 
 __all__ = ["ApplyIfFinite", "grads_are_finite"]
 

@@ -9,7 +9,7 @@ import pytest
 
 import nopt
 from nopt import _bench_numpy, bench
-from nopt._kernels import _plan, roofline
+from nopt._kernels import _plan, helpers as roofline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
