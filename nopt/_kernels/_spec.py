@@ -275,11 +275,10 @@ def render_context(rule):
         loops.append(dict(index=k, literal=literal))
 
     python_flags = [n for n, src in rule.flags if src is None or src == "fresh"]
-    args_double = ", ".join(f"double {a}" for a in rule.args)
     wrapper_params = ", ".join(
         [f"double {a}" for a in rule.args] + [f"bint {n}" for n in python_flags])
     wrapper_names = ", ".join(list(rule.args) + python_flags)
-    driver_params = ", ".join([f"double {a}" for a in rule.args] + [f"bint {n}" for n in python_flags])
+    driver_params = wrapper_params
     task_index_params = ", ".join(f"Py_ssize_t s_{k}" for k in optional)
     task_index_names = ", ".join(f"s_{k}" for k in optional)
 
@@ -300,7 +299,6 @@ def render_context(rule):
         casts=casts,
         flag_lines=flag_lines,
         index_lines=index_lines,
-        task_args=join(task_index_names, typed_t, ", ".join(flag_names)),
         dispatched="nopt_fma_dispatched" if rule.isa == "fma" else "nopt_dispatched",
         driver=drive(f"_{name}_task(ptrs, n_streams, chunks, c, "
                      f"{join(task_index_names, typed_t, ', '.join(flag_names))})",
@@ -309,6 +307,4 @@ def render_context(rule):
         wrapper_names=wrapper_names,
         n_streams=n_streams,
         doc=rule.doc.strip() or f"Apply one {name} step to every array in the table (releases the GIL).",
-        n_combos=len(combos),
-        args_double=args_double,
     )
