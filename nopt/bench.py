@@ -15,7 +15,7 @@ as the median time per step. Peers:
     update's floor when memory is the limit. ``% roof`` = roofline time /
     nopt time.
 ``numpy``
-    The same rule in plain NumPy (:mod:`nopt._bench_numpy`).
+    The same rule in plain NumPy (:mod:`nopt._reference`, the tests' second oracle too).
 ``torch-loop`` / ``torch-foreach`` / ``torch-fused``
     ``torch.optim`` with ``foreach=False`` / ``foreach=True`` / ``fused=True``
     (fused only where torch has a CPU kernel); skipped without torch.
@@ -43,8 +43,9 @@ ASGD           param, grad, ax (*)                       3      2      20
 
 (*) ASGD writes ``ax`` without reading it while ``mu == 1``; a written
 stream costs a read too (write-allocate), so it counts as read and written.
-The figures are for the options benchmarked (``OPTIMIZERS``: SGD with
-momentum, the others at torch's defaults).
+The figures are for the options benchmarked (``OPTIMIZERS``, the
+registry :data:`nopt._registry.RULES`: SGD with momentum, the others at
+torch's defaults).
 
 Examples
 --------
@@ -68,35 +69,16 @@ import time
 
 import numpy as np
 
+from ._registry import RULES
+
 __all__ = ["OPTIMIZERS", "BYTES", "DEFAULT_CASES", "QUICK_CASES", "Case", "parse_case", "run", "main"]
 
 
-@dataclasses.dataclass(frozen=True)
-class Spec:
-    """How one optimizer is benchmarked."""
-
-    kwargs: dict           # constructor hyperparameters (nopt, NumPy and torch alike)
-    n_read: int            # streams read per element
-    n_write: int           # streams written back per element (in place)
-    torch_fused: bool      # torch has a fused CPU kernel
-
-
-OPTIMIZERS = {
-    "SGD": Spec(dict(lr=1e-3, momentum=0.9), 3, 2, True),
-    "Adam": Spec(dict(lr=1e-3), 4, 3, True),
-    "AdamW": Spec(dict(lr=1e-3), 4, 3, True),
-    "Adamax": Spec(dict(lr=2e-3), 4, 3, False),
-    "NAdam": Spec(dict(lr=2e-3), 4, 3, False),
-    "RAdam": Spec(dict(lr=1e-3), 4, 3, False),
-    "Adagrad": Spec(dict(lr=1e-2), 3, 2, True),
-    "Adadelta": Spec(dict(lr=1.0), 4, 3, False),
-    "RMSprop": Spec(dict(lr=1e-2), 3, 2, False),
-    "Rprop": Spec(dict(lr=1e-2), 4, 3, False),
-    "ASGD": Spec(dict(lr=1e-2), 3, 2, False),
-}
+# name -> nopt._registry.Rule: every optimizer the bench knows (kwargs, streams, NumPy peer).
+OPTIMIZERS = RULES
 
 # Bytes per float32 element of each optimizer's step (float64: twice).
-BYTES = {name: 4 * (s.n_read + s.n_write) for name, s in OPTIMIZERS.items()}
+BYTES = {name: rule.bytes_per_element for name, rule in OPTIMIZERS.items()}
 
 DEFAULT_CASES = ["1x16M", "1x1M", "2000x1000", "2000x1000-flat", "1x8M-f64", "1x100"]
 QUICK_CASES = ["1x100", "1x64K", "20x1000-flat"]
@@ -150,12 +132,12 @@ def _nopt_peer(name, spec, case, params, grads):
         model = nopt.ParameterBuffer.from_arrays(params, dtype=case.dtype)
         for p, g in zip(model, grads):
             p.grad[...] = g
-        opt = cls(model, **spec.kwargs)
+        opt = cls(model, **spec.bench_kwargs)
     else:
         model = [nopt.Parameter(p.copy()) for p in params]
         for p, g in zip(model, grads):
             p.grad = g
-        opt = cls(model, **spec.kwargs)
+        opt = cls(model, **spec.bench_kwargs)
     return opt.step, (model, opt)
 
 
@@ -190,10 +172,10 @@ def _roofline_peer(spec, case):
 
 
 def _numpy_peer(name, spec, case, params, grads):
-    from . import _bench_numpy
+    from . import _reference
 
     arrays = [p.copy() for p in params]
-    opt = _bench_numpy.make(name, arrays, grads, **spec.kwargs)
+    opt = _reference.make(name, arrays, grads, **spec.bench_kwargs)
     return opt.step, (arrays, opt)
 
 
@@ -208,7 +190,7 @@ def _torch_peer(name, spec, case, params, grads, variant):
         tparams.append(t)
     flag = {"torch-loop": dict(foreach=False), "torch-foreach": dict(foreach=True),
             "torch-fused": dict(fused=True)}[variant]
-    opt = getattr(torch.optim, name)(tparams, **spec.kwargs, **flag)
+    opt = getattr(torch.optim, name)(tparams, **spec.bench_kwargs, **flag)
 
     def step():
         opt.step()

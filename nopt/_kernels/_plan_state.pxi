@@ -193,7 +193,8 @@ cdef class StepCache:
         self.token = 0
 
 
-cdef tuple _step_hit(StepCache c, object state, list params, tuple keys, object step_key):
+cdef tuple _step_hit(StepCache c, object state, list params, tuple keys, object step_key,
+                     list old_out):
     """The cached columns with every count incremented, or None when the cache does not hold."""
     cdef Py_ssize_t k, n = PyList_GET_SIZE(params)
     cdef object d, value = None, last_old = None, old
@@ -209,6 +210,9 @@ cdef tuple _step_hit(StepCache c, object state, list params, tuple keys, object 
             return None
         if (<StateDict> PyList_GET_ITEM(c.dicts, k)).owner != c.token:
             return None
+    if old_out is not None:
+        # (reliability) the count objects the dicts hold now, for an exact undo
+        old_out.append(c.steps)
     if c.common is not None:
         # The usual case: one count, one new float shared by every dict.
         value = PyFloat_FromDouble(PyFloat_AS_DOUBLE(c.common) + 1.0)
@@ -263,7 +267,7 @@ cdef void _step_fill(StepCache c, object state, list params, tuple keys, object 
 
 
 def columns_and_increment(object state, list params, tuple keys, object step_key,
-                          StepCache cache=None):
+                          StepCache cache=None, list old_out=None):
     """``columns(state, params, keys)``, then (when nothing is missing) ``increment``.
 
     One pass reads every parameter's state dict for ``keys`` and
@@ -288,11 +292,15 @@ def columns_and_increment(object state, list params, tuple keys, object step_key
         The new counts (None when ``missing``).
     common : float or None
         The shared new count when all are equal.
+
+    ``old_out``, if given, gets appended the list of the count objects the
+    dicts held before (when counted), so a failed step can put back the
+    very same objects.
     """
     if not isinstance(state, dict):
         raise TypeError(f"state must be a dict, got {type(state).__name__}")
     if cache is not None:
-        hit = _step_hit(cache, state, params, keys, step_key)
+        hit = _step_hit(cache, state, params, keys, step_key, old_out)
         if hit is not None:
             return hit
         cache.token = 0
@@ -322,7 +330,7 @@ def columns_and_increment(object state, list params, tuple keys, object step_key
             missing += 1
     if missing:
         return out, missing, None, None
-    steps, common = _increment_dicts(dicts, step_key)
+    steps, common = _increment_dicts(dicts, step_key, old_out)
     if cache is not None:
         _step_fill(cache, state, params, keys, step_key, dicts, out, steps, common)
         if cache.token:
@@ -330,7 +338,7 @@ def columns_and_increment(object state, list params, tuple keys, object step_key
     return out, 0, steps, common
 
 
-cdef tuple _increment_dicts(list dicts, object key):
+cdef tuple _increment_dicts(list dicts, object key, list old_out=None):
     """Add 1 to ``d[key]`` in every (checked) dict; shared old floats give shared new ones.
 
     An uncached count: each StateDict's ``owner`` is reset, so no step cache
@@ -344,9 +352,15 @@ cdef tuple _increment_dicts(list dicts, object key):
     cdef PyObject* old
     cdef object last_old = None   # a strong reference: its address stays its own
     cdef object value = None
+    cdef list olds = None
+    if old_out is not None:
+        olds = [None] * n
+        old_out.append(olds)
     for k in range(n):
         d = PyList_GET_ITEM(dicts, k)
         old = PyDict_GetItemWithError(<dict> d, key)
+        if olds is not None:
+            olds[k] = <object> old
         if <object> old is not last_old:
             if PyFloat_Check(<object> old):
                 v = PyFloat_AS_DOUBLE(<object> old) + 1.0

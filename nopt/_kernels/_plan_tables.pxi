@@ -53,8 +53,11 @@ cdef class TableCache:
     cdef tuple streams        # the stream sequences of the last call (see _table_valid)
     cdef object addresses     # intp array (n, n_streams): each array's data address
     cdef object ptrs, chunks
+    # (reliability) True when the last make_table built a new table (see GatherCache.rebuilt).
+    cdef public bint rebuilt
 
     def __cinit__(self):
+        self.rebuilt = True
         self.n_streams = -1
         self.n = -1
 
@@ -128,6 +131,7 @@ def make_table(list streams, TableCache cache=None):
     first = streams[0]
     cdef Py_ssize_t n = len(first)
     if cache is not None and _table_valid(cache, streams, n_streams, n):
+        cache.rebuilt = False
         return cache.ptrs, cache.chunks, _threads_for(cache.total, cache.n_chunks)
     # Streams may be lists or tuples (a step cache's columns); walk lists.
     given = streams
@@ -197,6 +201,7 @@ def make_table(list streams, TableCache cache=None):
     if cache is not None:
         _table_fill(cache, streams, n_streams, n, ptrs_arr, chunks_arr, total, n_chunks)
         cache.streams = tuple(given)
+        cache.rebuilt = True
     return ptrs_arr, chunks_arr, _threads_for(total, n_chunks)
 
 

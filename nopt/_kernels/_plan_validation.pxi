@@ -107,8 +107,12 @@ cdef class GatherCache:
     cdef list result          # [(params, indices, is_double)]: no gradients (weak refs only)
     cdef unsigned long long grad_epoch  # _grad_epoch when filled
     cdef bint exact           # every parameter is exactly a Parameter
+    # (reliability) True when the last gather refilled the cache: the step's
+    # arrays may have changed, so Optimizer runs its aliasing check.
+    cdef public bint rebuilt
 
     def __cinit__(self):
+        self.rebuilt = True
         self.group_list = None
         self.n = -1
         self.exact = False
@@ -210,11 +214,13 @@ def gather(list group_params, Py_ssize_t group_index, GatherCache cache=None):
     if cache is not None and cache.n == PyList_GET_SIZE(group_params):
         grads_now = [None] * cache.n
         if _cache_valid(cache, group_params, group_index, grads_now):
+            cache.rebuilt = False
             return [(list(p), grads_now if type(i) is range else [grads_now[k] for k in i], i, d)
                     for p, i, d in cache.result]
     result = _gather_full(group_params, group_index)
     if cache is not None:
         _cache_fill(cache, group_params, group_index, result)
+        cache.rebuilt = True
     return result
 
 

@@ -1,0 +1,74 @@
+"""What the package itself knows about each update rule: the registry's core.
+
+One :class:`Rule` per nopt optimizer that has an elementwise update: its
+NumPy reference (:mod:`nopt._reference`), how ``python -m nopt.bench`` and
+the asv suite benchmark it, and the memory streams its step moves. The
+test table (``tests/optim_db``) builds on these records and adds what only
+the tests need (option grids, invalid inputs, capability flags); the bench
+and the benchmarks iterate :data:`RULES` and need nothing outside the
+package.
+
+Adding an optimizer: add its :class:`Rule` here (and its reference to
+:mod:`nopt._reference`), then its record to ``tests/optim_db``.
+"""
+import dataclasses
+from typing import Callable
+
+from . import _reference
+
+__all__ = ["Rule", "RULES"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """One update rule, as the package knows it.
+
+    Attributes
+    ----------
+    name : str
+        The nopt (and torch.optim) attribute name.
+    reference : callable
+        ``reference(param, grad, state, group)``: the rule in plain NumPy,
+        one array, in place (:mod:`nopt._reference`).
+    bench_kwargs : dict
+        Constructor hyperparameters for the bench (nopt, NumPy and torch alike).
+    n_read, n_write : int
+        Streams read and written back per element by one step, as benchmarked
+        (for GB/s and the roofline kernel).
+    torch_fused : bool
+        torch has a fused CPU kernel for it (the bench's ``torch-fused`` peer).
+    """
+
+    name: str
+    reference: Callable
+    bench_kwargs: dict
+    n_read: int
+    n_write: int
+    torch_fused: bool = False
+
+    @property
+    def bytes_per_element(self):
+        """Bytes one step moves per float32 element (float64: twice)."""
+        return 4 * (self.n_read + self.n_write)
+
+
+def _rules(*rules):
+    return {r.name: r for r in rules}
+
+
+# Benchmarked at torch's defaults, except SGD with momentum (plain SGD has no state).
+RULES = _rules(
+    Rule("SGD", _reference.sgd, dict(lr=1e-3, momentum=0.9), 3, 2, torch_fused=True),
+    Rule("Adam", _reference.adam, dict(lr=1e-3), 4, 3, torch_fused=True),
+    Rule("AdamW", _reference.adam, dict(lr=1e-3), 4, 3, torch_fused=True),
+    Rule("Adamax", _reference.adamax, dict(lr=2e-3), 4, 3),
+    Rule("NAdam", _reference.nadam, dict(lr=2e-3), 4, 3),
+    Rule("RAdam", _reference.radam, dict(lr=1e-3), 4, 3),
+    Rule("Adagrad", _reference.adagrad, dict(lr=1e-2), 3, 2, torch_fused=True),
+    Rule("Adadelta", _reference.adadelta, dict(lr=1.0), 4, 3),
+    Rule("RMSprop", _reference.rmsprop, dict(lr=1e-2), 3, 2),
+    Rule("Rprop", _reference.rprop, dict(lr=1e-2), 4, 3),
+    # ASGD writes ax without reading it while mu == 1; a written stream costs
+    # a read too (write-allocate), so it counts as read and written.
+    Rule("ASGD", _reference.asgd, dict(lr=1e-2), 3, 2),
+)
