@@ -853,7 +853,8 @@ class Optimizer:
         name = type(self).__name__
         for k, param in enumerate(batch.params):
             state = self.state.get(param, {})
-            for key in ("step",) + tuple(keys):
+            counted = ("step",) if self.rule is None or self.rule.step else ()
+            for key in counted + tuple(keys):
                 if state.get(key) is None:
                     return KeyError(f"{name}: the state of param_groups[{batch.group_index}]"
                                     f"['params'][{batch.indices[k]}] has no {key!r}")
