@@ -608,8 +608,7 @@ class Optimizer:
         for k, (args, after, part_params, part_grads, cols) in enumerate(parts):
             ptrs, chunks, n_threads = self._table(
                 [part_params, part_grads, *cols[:len(keys)]], (batch.group_index, k))
-            calls.append((self._kernel,
-                          (ptrs, chunks, batch.is_double, n_threads) + tuple(args) + flags))
+            calls.append((self._kernel, (ptrs, chunks, batch.is_double, n_threads, *args, *flags)))
             if after is not None:
                 calls.append((_plan.store, (self.state, part_params, rule.scalar_state,
                                             tuple(after))))
@@ -685,7 +684,7 @@ class Optimizer:
             ptrs, chunks, n_threads = self._table([part, part_grads, *cols],
                                                   (batch.group_index, fresh))
             calls.append((self._kernel,
-                          (ptrs, chunks, batch.is_double, n_threads) + args + flags[fresh]))
+                          (ptrs, chunks, batch.is_double, n_threads, *args, *flags[fresh])))
 
     def _init_state(self, batch, keys, undo):
         """Check the batch's state against the rule, then create what is missing.
