@@ -71,4 +71,9 @@ RULES = _rules(
     # ASGD writes ax without reading it while mu == 1; a written stream costs
     # a read too (write-allocate), so it counts as read and written.
     Rule("ASGD", _reference.asgd, dict(lr=1e-2), 3, 2),
+    # Adafactor needs RMS(update) before it updates: two passes over a vector
+    # (p, g, v read and v written; p, g, v read and p written: 6 reads and 2
+    # writes), the same 32 bytes as 5 read and 3 written streams. Its factored
+    # 2-D case is benchmarked by benchmarks/bench_matrix.py.
+    Rule("Adafactor", _reference.adafactor, dict(lr=1e-2), 5, 3),
 )
