@@ -317,8 +317,12 @@ class Optimizer:
     # ------------------------------------------------------------------ step
     @_with_step_hooks
     def step(self, closure=None):
-        """Perform a single optimization step; return the closure's loss if given."""
-        if self.rule is None:
+        """Perform a single optimization step; return the closure's loss if given.
+
+        Plans and runs ``self.rule``, or the subclass's own ``_plan`` (see
+        :meth:`_plan_then_run`): subclasses need no ``step`` of their own.
+        """
+        if self.rule is None and type(self)._plan is Optimizer._plan:
             raise NotImplementedError
         return self._plan_then_run(closure)
 
