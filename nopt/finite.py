@@ -9,7 +9,7 @@ import numpy as np
 
 from ._closure_optimizer import ClosureOptimizer
 from ._kernels import _plan
-from ._kernels.finite import all_finite
+from ._kernels.helpers import all_finite
 
 __all__ = ["ApplyIfFinite", "grads_are_finite"]
 
