@@ -1,0 +1,1032 @@
+# Kernels of the update rules beyond torch.optim (nopt/lion.py, adabelief.py,
+# adan.py, lamb.py, lars.py, schedule_free.py, prodigy.py) and of the
+# combinators (nopt/combinators.py).
+#
+# Same calling convention and pattern as adam.pyx (see _common.pxd):
+#   ptrs[a, s]   address of stream s of array a (0 = param, 1 = grad, 2.. = state)
+#   chunks[c]    (array a, start, stop)
+# Python computes the per-step scalars; one nogil call walks every chunk of a
+# batch. Each rule has
+# - a `cdef inline` loop over one chunk taking its flags as arguments, called
+#   only with literal True/False from the task function, so each inlined copy
+#   is a branch-free loop gcc vectorises;
+# - a task function compiled for AVX-512, AVX2 and the baseline
+#   (nopt_dispatched), picked at load time;
+# - a driver that runs the chunks in the caller's thread when n_threads <= 1
+#   (no OpenMP team) and with prange otherwise, with flush-to-zero set and
+#   restored in each thread;
+# - a Python wrapper that switches on the dtype.
+#
+# Reductions (LAMB's and LARS's per-parameter norms, Prodigy's dot product
+# and |s| sum) must not depend on the thread count: each chunk writes its
+# own partial (in double, also for float32) and partials are combined
+# serially in chunk order; the chunk table depends only on the arrays. LAMB
+# and LARS take a table whose rows are single parameters (see
+# segment_table), so a row's chunks are that parameter's elements.
+# Inside a chunk, values are reduced per block of _BLOCK elements with eight
+# accumulators in a fixed pattern (as gradnorm.pyx), so the loop keeps the
+# CPU busy without reassociating.
+
+cimport numpy as cnp
+from cython.parallel cimport parallel, prange
+from libc.stdint cimport intptr_t
+
+from ._common cimport (floating, fabs_, fsqrt, nopt_dispatched, nopt_ftz_enter,
+                       nopt_ftz_exit)
+
+import numpy as np
+
+cnp.import_array()
+
+DEF _BLOCK = 512
+
+
+# ---------------------------------------------------------------- shared helpers
+cdef inline floating _sign(floating x) noexcept nogil:
+    # torch.sgn for reals: -1, 0 or +1 (0 for 0 and for NaN); branch-free.
+    return <floating> ((x > 0) - (x < 0))
+
+
+cdef inline floating _lerp(floating a, floating b, floating w, bint small) noexcept nogil:
+    # torch.lerp(a, b, w) in torch's two-sided form (picked once per call).
+    if small:
+        return a + w * (b - a)
+    return b + (w - 1) * (b - a)
+
+
+cdef inline double _sum8(const floating* a, Py_ssize_t n, bint square, bint absolute) noexcept nogil:
+    """Sum of a[j] (or a[j]**2, or |a[j]|) in double, eight accumulators."""
+    cdef double s[8]
+    cdef double x
+    cdef Py_ssize_t j, i, m = n - n % 8
+    for i in range(8):
+        s[i] = 0
+    for j in range(0, m, 8):
+        for i in range(8):
+            x = a[j + i]
+            if square:
+                x = x * x
+            elif absolute:
+                x = fabs_(x)
+            s[i] = s[i] + x
+    for j in range(m, n):
+        x = a[j]
+        if square:
+            x = x * x
+        elif absolute:
+            x = fabs_(x)
+        s[0] = s[0] + x
+    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))
+
+
+def segment_table(const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, sizes,
+                  Py_ssize_t itemsize, Py_ssize_t chunk):
+    """Split a ``make_table`` table (whose rows may merge adjacent arrays) into one row per array.
+
+    ``sizes`` lists the nonzero sizes of the arrays in table order. Returns
+    ``(ptrs, chunks, rows)``: one row per array, chunks of at most ``chunk``
+    elements that never cross an array, and ``rows[k]`` = the chunk range
+    ``(first, stop)`` of array ``k``. For the per-parameter reductions.
+    """
+    cdef Py_ssize_t n_rows = ptrs.shape[0], n_streams = ptrs.shape[1]
+    cdef Py_ssize_t n = len(sizes), k, s, r = 0, offset = 0, c = 0, start, size
+    row_size = np.zeros(n_rows, dtype=np.intp)
+    cdef intptr_t[::1] row_size_v = row_size
+    for k in range(chunks.shape[0]):
+        row_size_v[chunks[k, 0]] = chunks[k, 2]
+    cdef cnp.ndarray sizes_arr = np.asarray(sizes, dtype=np.intp)
+    cdef intptr_t[::1] sz = sizes_arr
+    cdef Py_ssize_t n_chunks = 0
+    for k in range(n):
+        n_chunks += (sz[k] + chunk - 1) // chunk
+    out_ptrs = np.empty((n, n_streams), dtype=np.intp)
+    out_chunks = np.empty((n_chunks, 3), dtype=np.intp)
+    rows = np.empty((n, 2), dtype=np.intp)
+    cdef intptr_t[:, ::1] op = out_ptrs
+    cdef intptr_t[:, ::1] oc = out_chunks
+    cdef intptr_t[:, ::1] rv = rows
+    for k in range(n):
+        size = sz[k]
+        if r >= n_rows or size <= 0 or offset + size > row_size_v[r]:
+            raise ValueError("segment_table: sizes do not match the table")
+        for s in range(n_streams):
+            op[k, s] = ptrs[r, s] + offset * itemsize
+        rv[k, 0] = c
+        start = 0
+        while start < size:
+            oc[c, 0] = k
+            oc[c, 1] = start
+            start = min(start + chunk, size)
+            oc[c, 2] = start
+            c += 1
+        rv[k, 1] = c
+        offset += size
+        if offset == row_size_v[r]:
+            r += 1
+            offset = 0
+    if r != n_rows:
+        raise ValueError("segment_table: sizes do not match the table")
+    return out_ptrs, out_chunks, rows
+
+
+# ---------------------------------------------------------------- Lion
+# ptrs[a] = (param, grad, exp_avg). lion-pytorch's order of operations:
+#   p = p * (1 - lr*wd)     c = m*beta1 + (1-beta1)*g
+#   p = p - lr * sign(c)    m = m*beta2 + (1-beta2)*g
+cdef inline void _lion_loop(
+    floating* param, const floating* grad, floating* exp_avg, Py_ssize_t n,
+    floating sign, floating decay, floating neg_lr, floating beta1, floating omb1,
+    floating beta2, floating omb2,
+) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef floating g, m, c
+    for j in range(n):
+        g = sign * grad[j]
+        m = exp_avg[j]
+        c = m * beta1 + omb1 * g
+        param[j] = param[j] * decay + neg_lr * _sign(c)
+        exp_avg[j] = m * beta2 + omb2 * g
+
+
+cdef nopt_dispatched _lion_task(
+    const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, Py_ssize_t c,
+    floating sign, floating decay, floating neg_lr, floating beta1, floating omb1,
+    floating beta2, floating omb2,
+) noexcept nogil:
+    cdef Py_ssize_t a = chunks[c, 0], start = chunks[c, 1], n = chunks[c, 2] - start
+    _lion_loop(<floating*> ptrs[a, 0] + start, <const floating*> ptrs[a, 1] + start,
+               <floating*> ptrs[a, 2] + start, n, sign, decay, neg_lr, beta1, omb1, beta2, omb2)
+
+
+cdef void _lion(
+    floating* tag, const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, int n_threads,
+    double sign, double decay, double neg_lr, double beta1, double beta2,
+) noexcept nogil:
+    cdef Py_ssize_t c, n_chunks = chunks.shape[0]
+    cdef unsigned long long fp = 0
+    cdef floating s_t = <floating> sign, d_t = <floating> decay, l_t = <floating> neg_lr
+    cdef floating b1 = <floating> beta1, o1 = <floating> (1.0 - beta1)
+    cdef floating b2 = <floating> beta2, o2 = <floating> (1.0 - beta2)
+    if n_threads <= 1:
+        fp = nopt_ftz_enter()
+        for c in range(n_chunks):
+            _lion_task(ptrs, chunks, c, s_t, d_t, l_t, b1, o1, b2, o2)
+        nopt_ftz_exit(fp)
+        return
+    with parallel(num_threads=n_threads):
+        fp = nopt_ftz_enter()
+        for c in prange(n_chunks, schedule="static"):
+            _lion_task(ptrs, chunks, c, s_t, d_t, l_t, b1, o1, b2, o2)
+        nopt_ftz_exit(fp)
+
+
+def lion(const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, bint is_double,
+         int n_threads, double sign, double decay, double neg_lr, double beta1, double beta2):
+    """One Lion step over (param, grad, exp_avg) rows (releases the GIL).
+
+    ``sign`` is -1 to maximize, ``decay`` is ``1 - lr*weight_decay`` and
+    ``neg_lr`` is ``-lr``.
+    """
+    with nogil:
+        if is_double:
+            _lion(<double*> NULL, ptrs, chunks, n_threads, sign, decay, neg_lr, beta1, beta2)
+        else:
+            _lion(<float*> NULL, ptrs, chunks, n_threads, sign, decay, neg_lr, beta1, beta2)
+
+
+# ---------------------------------------------------------------- AdaBelief
+# ptrs[a] = (param, grad, exp_avg, exp_avg_var). The official implementation's order:
+#   g = ±grad (+ wd*p, coupled)     p = p * (1 - lr*wd) (decoupled)
+#   m = m*beta1 + (1-beta1)*g       s = s*beta2 + (1-beta2)*(g-m)^2 + eps
+#   p = p + neg_step * m / (sqrt(s)*inv_bc2_sqrt + eps)
+cdef inline void _belief_loop(
+    floating* param, const floating* grad, floating* exp_avg, floating* exp_avg_var,
+    Py_ssize_t n, floating sign, floating decay, floating wd, floating beta1, floating omb1,
+    floating beta2, floating omb2, floating eps, floating inv_bc2_sqrt, floating neg_step,
+    bint coupled,
+) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef floating g, p, m, s, r
+    for j in range(n):
+        g = sign * grad[j]
+        p = param[j] * decay
+        if coupled:
+            g = g + wd * p
+        m = exp_avg[j] * beta1 + omb1 * g
+        r = g - m
+        s = exp_avg_var[j] * beta2 + omb2 * r * r + eps
+        exp_avg[j] = m
+        exp_avg_var[j] = s
+        param[j] = p + neg_step * m / (fsqrt(s) * inv_bc2_sqrt + eps)
+
+
+cdef nopt_dispatched _belief_task(
+    const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, Py_ssize_t c,
+    floating sign, floating decay, floating wd, floating beta1, floating omb1, floating beta2,
+    floating omb2, floating eps, floating inv, floating step, bint coupled,
+) noexcept nogil:
+    cdef Py_ssize_t a = chunks[c, 0], start = chunks[c, 1], n = chunks[c, 2] - start
+    cdef floating* p = <floating*> ptrs[a, 0] + start
+    cdef const floating* g = <const floating*> ptrs[a, 1] + start
+    cdef floating* m = <floating*> ptrs[a, 2] + start
+    cdef floating* s = <floating*> ptrs[a, 3] + start
+    if coupled:
+        _belief_loop(p, g, m, s, n, sign, decay, wd, beta1, omb1, beta2, omb2, eps, inv, step,
+                     True)
+    else:
+        _belief_loop(p, g, m, s, n, sign, decay, wd, beta1, omb1, beta2, omb2, eps, inv, step,
+                     False)
+
+
+cdef void _belief(
+    floating* tag, const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, int n_threads,
+    double sign, double decay, double wd, double beta1, double beta2, double eps,
+    double inv_bc2_sqrt, double neg_step,
+) noexcept nogil:
+    cdef Py_ssize_t c, n_chunks = chunks.shape[0]
+    cdef unsigned long long fp = 0
+    cdef floating s_t = <floating> sign, d_t = <floating> decay, w_t = <floating> wd
+    cdef floating b1 = <floating> beta1, o1 = <floating> (1.0 - beta1)
+    cdef floating b2 = <floating> beta2, o2 = <floating> (1.0 - beta2)
+    cdef floating e_t = <floating> eps, i_t = <floating> inv_bc2_sqrt, st = <floating> neg_step
+    cdef bint coupled = wd != 0
+    if n_threads <= 1:
+        fp = nopt_ftz_enter()
+        for c in range(n_chunks):
+            _belief_task(ptrs, chunks, c, s_t, d_t, w_t, b1, o1, b2, o2, e_t, i_t, st, coupled)
+        nopt_ftz_exit(fp)
+        return
+    with parallel(num_threads=n_threads):
+        fp = nopt_ftz_enter()
+        for c in prange(n_chunks, schedule="static"):
+            _belief_task(ptrs, chunks, c, s_t, d_t, w_t, b1, o1, b2, o2, e_t, i_t, st, coupled)
+        nopt_ftz_exit(fp)
+
+
+def adabelief(const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, bint is_double,
+              int n_threads, double sign, double decay, double weight_decay, double beta1,
+              double beta2, double eps, double inv_bc2_sqrt, double neg_step):
+    """One AdaBelief step over (param, grad, exp_avg, exp_avg_var) rows (releases the GIL).
+
+    ``decay`` is the decoupled factor ``1 - lr*wd`` (1 when coupled),
+    ``weight_decay`` the coupled L2 term (0 when decoupled),
+    ``inv_bc2_sqrt`` is ``1/sqrt(1 - beta2**t)`` and ``neg_step`` is
+    ``-lr/(1 - beta1**t)``.
+    """
+    with nogil:
+        if is_double:
+            _belief(<double*> NULL, ptrs, chunks, n_threads, sign, decay, weight_decay, beta1,
+                    beta2, eps, inv_bc2_sqrt, neg_step)
+        else:
+            _belief(<float*> NULL, ptrs, chunks, n_threads, sign, decay, weight_decay, beta1,
+                    beta2, eps, inv_bc2_sqrt, neg_step)
+
+
+# ---------------------------------------------------------------- Adan
+# ptrs[a] = (param, grad, exp_avg, exp_avg_diff, exp_avg_sq, pre_grad). The
+# official implementation's order (betas are decay rates):
+#   g = ±grad   d = g - pre_grad (0 on the first step)   pre_grad = g
+#   m = m*b1 + (1-b1)*g    v = v*b2 + (1-b2)*d    u = g + b2*d
+#   n = n*b3 + (1-b3)*u*u
+#   upd = (m*c1 + v*c2) / (sqrt(n)*inv_bc3_sqrt + eps)   c1 = 1/bc1, c2 = b2/bc2
+#   p = (p*pre + neg_lr*upd) * post
+# with pre = 1 - lr*wd, post = 1 (no_prox) or pre = 1, post = 1/(1 + lr*wd).
+cdef inline void _adan_loop(
+    floating* param, const floating* grad, floating* exp_avg, floating* exp_avg_diff,
+    floating* exp_avg_sq, floating* pre_grad, Py_ssize_t n,
+    floating sign, floating beta1, floating omb1, floating beta2, floating omb2,
+    floating beta3, floating omb3, floating c1, floating c2, floating inv_bc3_sqrt,
+    floating eps, floating neg_lr, floating pre, floating post, bint first,
+) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef floating g, d, m, v, u, s
+    for j in range(n):
+        g = sign * grad[j]
+        if first:
+            d = 0
+        else:
+            d = g - pre_grad[j]
+        pre_grad[j] = g
+        m = exp_avg[j] * beta1 + omb1 * g
+        v = exp_avg_diff[j] * beta2 + omb2 * d
+        u = g + beta2 * d
+        s = exp_avg_sq[j] * beta3 + omb3 * u * u
+        exp_avg[j] = m
+        exp_avg_diff[j] = v
+        exp_avg_sq[j] = s
+        param[j] = (param[j] * pre + neg_lr * ((m * c1 + v * c2) / (fsqrt(s) * inv_bc3_sqrt + eps))) * post
+
+
+cdef nopt_dispatched _adan_task(
+    const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, Py_ssize_t c,
+    floating sign, floating b1, floating o1, floating b2, floating o2, floating b3, floating o3,
+    floating c1, floating c2, floating inv, floating eps, floating neg_lr, floating pre,
+    floating post, bint first,
+) noexcept nogil:
+    cdef Py_ssize_t a = chunks[c, 0], start = chunks[c, 1], n = chunks[c, 2] - start
+    cdef floating* p = <floating*> ptrs[a, 0] + start
+    cdef const floating* g = <const floating*> ptrs[a, 1] + start
+    cdef floating* m = <floating*> ptrs[a, 2] + start
+    cdef floating* v = <floating*> ptrs[a, 3] + start
+    cdef floating* s = <floating*> ptrs[a, 4] + start
+    cdef floating* q = <floating*> ptrs[a, 5] + start
+    if first:
+        _adan_loop(p, g, m, v, s, q, n, sign, b1, o1, b2, o2, b3, o3, c1, c2, inv, eps, neg_lr,
+                   pre, post, True)
+    else:
+        _adan_loop(p, g, m, v, s, q, n, sign, b1, o1, b2, o2, b3, o3, c1, c2, inv, eps, neg_lr,
+                   pre, post, False)
+
+
+cdef void _adan(
+    floating* tag, const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, int n_threads,
+    double sign, double beta1, double beta2, double beta3, double c1, double c2,
+    double inv_bc3_sqrt, double eps, double neg_lr, double pre, double post, bint first,
+) noexcept nogil:
+    cdef Py_ssize_t c, n_chunks = chunks.shape[0]
+    cdef unsigned long long fp = 0
+    cdef floating s_t = <floating> sign
+    cdef floating b1 = <floating> beta1, o1 = <floating> (1.0 - beta1)
+    cdef floating b2 = <floating> beta2, o2 = <floating> (1.0 - beta2)
+    cdef floating b3 = <floating> beta3, o3 = <floating> (1.0 - beta3)
+    cdef floating c1_t = <floating> c1, c2_t = <floating> c2, i_t = <floating> inv_bc3_sqrt
+    cdef floating e_t = <floating> eps, l_t = <floating> neg_lr
+    cdef floating pre_t = <floating> pre, post_t = <floating> post
+    if n_threads <= 1:
+        fp = nopt_ftz_enter()
+        for c in range(n_chunks):
+            _adan_task(ptrs, chunks, c, s_t, b1, o1, b2, o2, b3, o3, c1_t, c2_t, i_t, e_t, l_t,
+                       pre_t, post_t, first)
+        nopt_ftz_exit(fp)
+        return
+    with parallel(num_threads=n_threads):
+        fp = nopt_ftz_enter()
+        for c in prange(n_chunks, schedule="static"):
+            _adan_task(ptrs, chunks, c, s_t, b1, o1, b2, o2, b3, o3, c1_t, c2_t, i_t, e_t, l_t,
+                       pre_t, post_t, first)
+        nopt_ftz_exit(fp)
+
+
+def adan(const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, bint is_double,
+         int n_threads, double sign, double beta1, double beta2, double beta3, double c1,
+         double c2, double inv_bc3_sqrt, double eps, double neg_lr, double pre, double post,
+         bint first):
+    """One Adan step over (param, grad, exp_avg, exp_avg_diff, exp_avg_sq, pre_grad) rows.
+
+    ``c1`` is ``1/(1 - beta1**t)``, ``c2`` is ``beta2/(1 - beta2**t)``,
+    ``inv_bc3_sqrt`` is ``1/sqrt(1 - beta3**t)``; ``pre`` and ``post``
+    apply the weight decay (see above); ``first`` marks the first step,
+    whose gradient difference is 0. Releases the GIL.
+    """
+    with nogil:
+        if is_double:
+            _adan(<double*> NULL, ptrs, chunks, n_threads, sign, beta1, beta2, beta3, c1, c2,
+                  inv_bc3_sqrt, eps, neg_lr, pre, post, first)
+        else:
+            _adan(<float*> NULL, ptrs, chunks, n_threads, sign, beta1, beta2, beta3, c1, c2,
+                  inv_bc3_sqrt, eps, neg_lr, pre, post, first)
+
+
+# ---------------------------------------------------------------- schedule-free SGD and AdamW
+# ptrs[a] = (y, grad, z[, exp_avg_sq]): the parameter holds y in train mode.
+# The schedulefree package's order:
+#   (AdamW) v = v*beta2 + (1-beta2)*g*g     g = g / (sqrt(v / bc2) + eps)
+#   g = g + wd*y
+#   y = lerp(y, z, ckp1) + y_coef*g        z = z - lr*g
+cdef inline void _sf_loop(
+    floating* y, const floating* grad, floating* z, floating* exp_avg_sq, Py_ssize_t n,
+    floating sign, floating wd, floating ckp1, floating y_coef, floating neg_lr,
+    floating beta2, floating omb2, floating bc2, floating eps,
+    bint adam, bint decay, bint small,
+) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef floating g, v, yj, zj
+    for j in range(n):
+        g = sign * grad[j]
+        yj = y[j]
+        zj = z[j]
+        if adam:
+            v = exp_avg_sq[j] * beta2 + omb2 * g * g
+            exp_avg_sq[j] = v
+            g = g / (fsqrt(v / bc2) + eps)
+        if decay:
+            g = g + wd * yj
+        y[j] = _lerp(yj, zj, ckp1, small) + y_coef * g
+        z[j] = zj + neg_lr * g
+
+
+cdef nopt_dispatched _sf_task(
+    const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, Py_ssize_t c,
+    floating sign, floating wd, floating ckp1, floating y_coef, floating neg_lr, floating beta2,
+    floating omb2, floating bc2, floating eps, bint adam, bint decay, bint small,
+) noexcept nogil:
+    cdef Py_ssize_t a = chunks[c, 0], start = chunks[c, 1], n = chunks[c, 2] - start
+    cdef floating* y = <floating*> ptrs[a, 0] + start
+    cdef const floating* g = <const floating*> ptrs[a, 1] + start
+    cdef floating* z = <floating*> ptrs[a, 2] + start
+    cdef floating* v = NULL
+    if adam:
+        v = <floating*> ptrs[a, 3] + start
+        if decay:
+            if small:
+                _sf_loop(y, g, z, v, n, sign, wd, ckp1, y_coef, neg_lr, beta2, omb2, bc2, eps,
+                         True, True, True)
+            else:
+                _sf_loop(y, g, z, v, n, sign, wd, ckp1, y_coef, neg_lr, beta2, omb2, bc2, eps,
+                         True, True, False)
+        elif small:
+            _sf_loop(y, g, z, v, n, sign, wd, ckp1, y_coef, neg_lr, beta2, omb2, bc2, eps,
+                     True, False, True)
+        else:
+            _sf_loop(y, g, z, v, n, sign, wd, ckp1, y_coef, neg_lr, beta2, omb2, bc2, eps,
+                     True, False, False)
+    elif decay:
+        if small:
+            _sf_loop(y, g, z, v, n, sign, wd, ckp1, y_coef, neg_lr, beta2, omb2, bc2, eps,
+                     False, True, True)
+        else:
+            _sf_loop(y, g, z, v, n, sign, wd, ckp1, y_coef, neg_lr, beta2, omb2, bc2, eps,
+                     False, True, False)
+    elif small:
+        _sf_loop(y, g, z, v, n, sign, wd, ckp1, y_coef, neg_lr, beta2, omb2, bc2, eps,
+                 False, False, True)
+    else:
+        _sf_loop(y, g, z, v, n, sign, wd, ckp1, y_coef, neg_lr, beta2, omb2, bc2, eps,
+                 False, False, False)
+
+
+cdef void _schedule_free(
+    floating* tag, const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, int n_threads,
+    double sign, double wd, double ckp1, double y_coef, double neg_lr, double beta2,
+    double bc2, double eps, bint adam,
+) noexcept nogil:
+    cdef Py_ssize_t c, n_chunks = chunks.shape[0]
+    cdef unsigned long long fp = 0
+    cdef floating s_t = <floating> sign, w_t = <floating> wd, k_t = <floating> ckp1
+    cdef floating y_t = <floating> y_coef, l_t = <floating> neg_lr
+    cdef floating b2 = <floating> beta2, o2 = <floating> (1.0 - beta2)
+    cdef floating bc_t = <floating> bc2, e_t = <floating> eps
+    cdef bint decay = wd != 0
+    cdef bint small = fabs_(k_t) < 0.5
+    if n_threads <= 1:
+        fp = nopt_ftz_enter()
+        for c in range(n_chunks):
+            _sf_task(ptrs, chunks, c, s_t, w_t, k_t, y_t, l_t, b2, o2, bc_t, e_t, adam, decay,
+                     small)
+        nopt_ftz_exit(fp)
+        return
+    with parallel(num_threads=n_threads):
+        fp = nopt_ftz_enter()
+        for c in prange(n_chunks, schedule="static"):
+            _sf_task(ptrs, chunks, c, s_t, w_t, k_t, y_t, l_t, b2, o2, bc_t, e_t, adam, decay,
+                     small)
+        nopt_ftz_exit(fp)
+
+
+def schedule_free(const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, bint is_double,
+                  int n_threads, double sign, double weight_decay, double ckp1, double y_coef,
+                  double neg_lr, double beta2, double bc2, double eps, bint adam):
+    """One schedule-free step over (y, grad, z[, exp_avg_sq]) rows (releases the GIL).
+
+    ``ckp1`` is the averaging weight ``c_{k+1}``, ``y_coef`` is
+    ``lr*(beta1*(1 - ckp1) - 1)`` and ``neg_lr`` is ``-lr``; with ``adam``
+    the gradient is first divided by ``sqrt(v/bc2) + eps``.
+    """
+    with nogil:
+        if is_double:
+            _schedule_free(<double*> NULL, ptrs, chunks, n_threads, sign, weight_decay, ckp1,
+                           y_coef, neg_lr, beta2, bc2, eps, adam)
+        else:
+            _schedule_free(<float*> NULL, ptrs, chunks, n_threads, sign, weight_decay, ckp1,
+                           y_coef, neg_lr, beta2, bc2, eps, adam)
+
+
+# ---------------------------------------------------------------- LAMB
+# ptrs[a] = (param, grad, exp_avg, exp_avg_sq), one row per parameter.
+# Pass 1 (per chunk): m = m*b1 + (1-b1)*g, v = v*b2 + (1-b2)*g*g, and the
+# partial sums of p*p and r*r, r = m*c1 / (sqrt(v)*inv_bc2_sqrt + eps) + wd*p.
+# Then per parameter: trust = |p| / |r| (1 if either is 0).
+# Pass 2 (per chunk): recompute r from the new m, v and p (same code, same
+# bits) and p = p - lr*trust*r. The update is never stored.
+cdef inline floating _lamb_r(floating m, floating v, floating p, floating c1, floating inv,
+                             floating eps, floating wd) noexcept nogil:
+    return m * c1 / (fsqrt(v) * inv + eps) + wd * p
+
+
+cdef inline void _lamb_moments(
+    const floating* param, const floating* grad, floating* exp_avg, floating* exp_avg_sq,
+    floating* r, Py_ssize_t n, floating sign, floating beta1, floating omb1, floating beta2,
+    floating omb2, floating c1, floating inv, floating eps, floating wd,
+) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef floating g, m, v
+    for j in range(n):
+        g = sign * grad[j]
+        m = exp_avg[j] * beta1 + omb1 * g
+        v = exp_avg_sq[j] * beta2 + omb2 * g * g
+        exp_avg[j] = m
+        exp_avg_sq[j] = v
+        r[j] = _lamb_r(m, v, param[j], c1, inv, eps, wd)
+
+
+cdef nopt_dispatched _lamb_task1(
+    const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, Py_ssize_t c, double* partials,
+    floating sign, floating b1, floating o1, floating b2, floating o2, floating c1,
+    floating inv, floating eps, floating wd,
+) noexcept nogil:
+    cdef Py_ssize_t a = chunks[c, 0], start = chunks[c, 1], n = chunks[c, 2] - start
+    cdef Py_ssize_t k, m
+    cdef floating r[_BLOCK]
+    cdef floating* p = <floating*> ptrs[a, 0] + start
+    cdef const floating* g = <const floating*> ptrs[a, 1] + start
+    cdef floating* ma = <floating*> ptrs[a, 2] + start
+    cdef floating* va = <floating*> ptrs[a, 3] + start
+    cdef double pp = 0, rr = 0
+    for k in range(0, n, _BLOCK):
+        m = min(_BLOCK, n - k)
+        _lamb_moments(p + k, g + k, ma + k, va + k, r, m, sign, b1, o1, b2, o2, c1, inv, eps, wd)
+        pp = pp + _sum8(p + k, m, True, False)
+        rr = rr + _sum8(r, m, True, False)
+    partials[2 * c] = pp
+    partials[2 * c + 1] = rr
+
+
+cdef nopt_dispatched _lamb_task2(
+    const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, Py_ssize_t c, const double* scale,
+    floating c1, floating inv, floating eps, floating wd,
+) noexcept nogil:
+    cdef Py_ssize_t a = chunks[c, 0], start = chunks[c, 1], n = chunks[c, 2] - start, j
+    cdef floating* p = <floating*> ptrs[a, 0] + start
+    cdef const floating* m = <const floating*> ptrs[a, 2] + start
+    cdef const floating* v = <const floating*> ptrs[a, 3] + start
+    cdef floating step = <floating> scale[a]
+    for j in range(n):
+        p[j] = p[j] + step * _lamb_r(m[j], v[j], p[j], c1, inv, eps, wd)
+
+
+cdef void _trust(const intptr_t[:, ::1] rows, const double* partials, double* scale,
+                 double factor, double coef, double wd, double eps, bint lars) noexcept nogil:
+    # Per parameter, partials summed in chunk order: the two norms, then
+    # factor * trust ratio (1 when either norm is 0, as optax).
+    cdef Py_ssize_t a, c
+    cdef double pp, uu, pn, un, ratio
+    for a in range(rows.shape[0]):
+        pp = 0
+        uu = 0
+        for c in range(rows[a, 0], rows[a, 1]):
+            pp = pp + partials[2 * c]
+            uu = uu + partials[2 * c + 1]
+        pn = fsqrt(pp)
+        un = fsqrt(uu)
+        if pn == 0 or un == 0:
+            ratio = 1
+        elif lars:
+            ratio = coef * pn / (un + wd * pn + eps)
+        else:
+            ratio = pn / un
+        scale[a] = factor * ratio
+
+
+cdef void _lamb(
+    floating* tag, const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks,
+    const intptr_t[:, ::1] rows, int n_threads, double* partials, double* scale,
+    double sign, double beta1, double beta2, double c1, double inv_bc2_sqrt, double eps,
+    double wd, double neg_lr,
+) noexcept nogil:
+    cdef Py_ssize_t c, n_chunks = chunks.shape[0]
+    cdef unsigned long long fp = 0
+    cdef floating s_t = <floating> sign
+    cdef floating b1 = <floating> beta1, o1 = <floating> (1.0 - beta1)
+    cdef floating b2 = <floating> beta2, o2 = <floating> (1.0 - beta2)
+    cdef floating c1_t = <floating> c1, i_t = <floating> inv_bc2_sqrt
+    cdef floating e_t = <floating> eps, w_t = <floating> wd
+    if n_threads <= 1:
+        fp = nopt_ftz_enter()
+        for c in range(n_chunks):
+            _lamb_task1(ptrs, chunks, c, partials, s_t, b1, o1, b2, o2, c1_t, i_t, e_t, w_t)
+        _trust(rows, partials, scale, neg_lr, 1.0, 0.0, 0.0, False)
+        for c in range(n_chunks):
+            _lamb_task2(ptrs, chunks, c, scale, c1_t, i_t, e_t, w_t)
+        nopt_ftz_exit(fp)
+        return
+    with parallel(num_threads=n_threads):
+        fp = nopt_ftz_enter()
+        for c in prange(n_chunks, schedule="static"):
+            _lamb_task1(ptrs, chunks, c, partials, s_t, b1, o1, b2, o2, c1_t, i_t, e_t, w_t)
+        nopt_ftz_exit(fp)
+    _trust(rows, partials, scale, neg_lr, 1.0, 0.0, 0.0, False)
+    with parallel(num_threads=n_threads):
+        fp = nopt_ftz_enter()
+        for c in prange(n_chunks, schedule="static"):
+            _lamb_task2(ptrs, chunks, c, scale, c1_t, i_t, e_t, w_t)
+        nopt_ftz_exit(fp)
+
+
+def lamb(const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks,
+         const intptr_t[:, ::1] rows, bint is_double, int n_threads, double sign, double beta1,
+         double beta2, double c1, double inv_bc2_sqrt, double eps, double weight_decay,
+         double neg_lr):
+    """One LAMB step over (param, grad, exp_avg, exp_avg_sq) rows, one row per parameter.
+
+    ``rows`` comes from :func:`segment_table`. ``c1`` is
+    ``1/(1 - beta1**t)``, ``inv_bc2_sqrt`` is ``1/sqrt(1 - beta2**t)`` and
+    ``neg_lr`` is ``-lr``. Releases the GIL.
+    """
+    cdef Py_ssize_t n_chunks = chunks.shape[0]
+    if n_chunks == 0:
+        return
+    partials_arr = np.empty(2 * n_chunks, dtype=np.float64)
+    scale_arr = np.empty(rows.shape[0], dtype=np.float64)
+    cdef double[::1] partials = partials_arr
+    cdef double[::1] scale = scale_arr
+    with nogil:
+        if is_double:
+            _lamb(<double*> NULL, ptrs, chunks, rows, n_threads, &partials[0], &scale[0], sign,
+                  beta1, beta2, c1, inv_bc2_sqrt, eps, weight_decay, neg_lr)
+        else:
+            _lamb(<float*> NULL, ptrs, chunks, rows, n_threads, &partials[0], &scale[0], sign,
+                  beta1, beta2, c1, inv_bc2_sqrt, eps, weight_decay, neg_lr)
+
+
+# ---------------------------------------------------------------- LARS
+# ptrs[a] = (param, grad, momentum_buffer), one row per parameter.
+# Pass 1 (per chunk): partial sums of p*p and g*g. Then per parameter:
+# scale = lr * trust, trust = coef*|p| / (|g| + wd*|p| + eps) (1 if either
+# norm is 0). Pass 2: d = g + wd*p, b = momentum*b + scale*d,
+# p = p - b (or, Nesterov, p = p - (scale*d + momentum*b)).
+cdef nopt_dispatched _lars_task1(
+    floating* tag, const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, Py_ssize_t c, double* partials,
+) noexcept nogil:
+    cdef Py_ssize_t a = chunks[c, 0], start = chunks[c, 1], n = chunks[c, 2] - start
+    partials[2 * c] = _sum8(<const floating*> ptrs[a, 0] + start, n, True, False)
+    partials[2 * c + 1] = _sum8(<const floating*> ptrs[a, 1] + start, n, True, False)
+
+
+cdef inline void _lars_loop(
+    floating* param, const floating* grad, floating* buf, Py_ssize_t n, floating sign,
+    floating wd, floating momentum, floating scale, bint nesterov,
+) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef floating d, b
+    for j in range(n):
+        d = sign * grad[j] + wd * param[j]
+        b = momentum * buf[j] + scale * d
+        buf[j] = b
+        if nesterov:
+            param[j] = param[j] - (scale * d + momentum * b)
+        else:
+            param[j] = param[j] - b
+
+
+cdef nopt_dispatched _lars_task2(
+    const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, Py_ssize_t c, const double* scale,
+    floating sign, floating wd, floating momentum, bint nesterov,
+) noexcept nogil:
+    cdef Py_ssize_t a = chunks[c, 0], start = chunks[c, 1], n = chunks[c, 2] - start
+    cdef floating* p = <floating*> ptrs[a, 0] + start
+    cdef const floating* g = <const floating*> ptrs[a, 1] + start
+    cdef floating* b = <floating*> ptrs[a, 2] + start
+    if nesterov:
+        _lars_loop(p, g, b, n, sign, wd, momentum, <floating> scale[a], True)
+    else:
+        _lars_loop(p, g, b, n, sign, wd, momentum, <floating> scale[a], False)
+
+
+cdef void _lars(
+    floating* tag, const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks,
+    const intptr_t[:, ::1] rows, int n_threads, double* partials, double* scale,
+    double sign, double lr, double momentum, double wd, double coef, double eps, bint nesterov,
+) noexcept nogil:
+    cdef Py_ssize_t c, n_chunks = chunks.shape[0]
+    cdef unsigned long long fp = 0
+    cdef floating s_t = <floating> sign, w_t = <floating> wd, m_t = <floating> momentum
+    if n_threads <= 1:
+        fp = nopt_ftz_enter()
+        for c in range(n_chunks):
+            _lars_task1(tag, ptrs, chunks, c, partials)
+        nopt_ftz_exit(fp)
+    else:
+        with parallel(num_threads=n_threads):
+            fp = nopt_ftz_enter()
+            for c in prange(n_chunks, schedule="static"):
+                _lars_task1(tag, ptrs, chunks, c, partials)
+            nopt_ftz_exit(fp)
+    _trust(rows, partials, scale, lr, coef, wd, eps, True)
+    if n_threads <= 1:
+        fp = nopt_ftz_enter()
+        for c in range(n_chunks):
+            _lars_task2(ptrs, chunks, c, scale, s_t, w_t, m_t, nesterov)
+        nopt_ftz_exit(fp)
+        return
+    with parallel(num_threads=n_threads):
+        fp = nopt_ftz_enter()
+        for c in prange(n_chunks, schedule="static"):
+            _lars_task2(ptrs, chunks, c, scale, s_t, w_t, m_t, nesterov)
+        nopt_ftz_exit(fp)
+
+
+def lars(const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks,
+         const intptr_t[:, ::1] rows, bint is_double, int n_threads, double sign, double lr,
+         double momentum, double weight_decay, double trust_coefficient, double eps,
+         bint nesterov):
+    """One LARS step over (param, grad, momentum_buffer) rows, one row per parameter.
+
+    ``rows`` comes from :func:`segment_table`. Releases the GIL.
+    """
+    cdef Py_ssize_t n_chunks = chunks.shape[0]
+    if n_chunks == 0:
+        return
+    partials_arr = np.empty(2 * n_chunks, dtype=np.float64)
+    scale_arr = np.empty(rows.shape[0], dtype=np.float64)
+    cdef double[::1] partials = partials_arr
+    cdef double[::1] scale = scale_arr
+    with nogil:
+        if is_double:
+            _lars(<double*> NULL, ptrs, chunks, rows, n_threads, &partials[0], &scale[0], sign,
+                  lr, momentum, weight_decay, trust_coefficient, eps, nesterov)
+        else:
+            _lars(<float*> NULL, ptrs, chunks, rows, n_threads, &partials[0], &scale[0], sign,
+                  lr, momentum, weight_decay, trust_coefficient, eps, nesterov)
+
+
+# ---------------------------------------------------------------- Prodigy
+# Pass 1, per batch: ptrs[a] = (param, grad, p0, exp_avg_sq, s[, exp_avg]).
+#   g = grad (+ wd*p, coupled)        dot += g*(p0 - p)
+#   m = m*b1 + a_m*g                  v = v*b2 + a_v*g*g
+#   s = s*b3 + a_s*g                  abs_sum += |s|
+# returns (dot, abs_sum); Python combines every batch's sums (in order) into
+# the new d. Pass 2: ptrs[a] = (param, grad, exp_avg_sq[, exp_avg]):
+#   p = p + neg_wd*p (decoupled)      p = p + neg_dlr * m / (sqrt(v) + d_eps)
+# (without exp_avg: p = p + neg_dlr * g / (sqrt(v) + d_eps), g as in pass 1).
+cdef inline void _prodigy_moments(
+    const floating* param, const floating* grad, const floating* p0, floating* exp_avg_sq,
+    floating* s, floating* exp_avg, floating* dot, Py_ssize_t n, floating wd, floating beta1,
+    floating a_m, floating beta2, floating a_v, floating beta3, floating a_s,
+    bint coupled, bint has_m,
+) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef floating g, p
+    for j in range(n):
+        g = grad[j]
+        p = param[j]
+        if coupled:
+            g = g + wd * p
+        dot[j] = g * (p0[j] - p)
+        if has_m:
+            exp_avg[j] = exp_avg[j] * beta1 + a_m * g
+        exp_avg_sq[j] = exp_avg_sq[j] * beta2 + a_v * g * g
+        s[j] = s[j] * beta3 + a_s * g
+
+
+cdef nopt_dispatched _prodigy_task1(
+    const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, Py_ssize_t c, double* partials,
+    floating wd, floating b1, floating a_m, floating b2, floating a_v, floating b3, floating a_s,
+    bint coupled, bint has_m,
+) noexcept nogil:
+    cdef Py_ssize_t a = chunks[c, 0], start = chunks[c, 1], n = chunks[c, 2] - start
+    cdef Py_ssize_t k, m
+    cdef floating dot[_BLOCK]
+    cdef const floating* p = <const floating*> ptrs[a, 0] + start
+    cdef const floating* g = <const floating*> ptrs[a, 1] + start
+    cdef const floating* p0 = <const floating*> ptrs[a, 2] + start
+    cdef floating* v = <floating*> ptrs[a, 3] + start
+    cdef floating* s = <floating*> ptrs[a, 4] + start
+    cdef floating* ea = NULL
+    cdef double dd = 0, ss = 0
+    if has_m:
+        ea = <floating*> ptrs[a, 5] + start
+    for k in range(0, n, _BLOCK):
+        m = min(_BLOCK, n - k)
+        if has_m:
+            if coupled:
+                _prodigy_moments(p + k, g + k, p0 + k, v + k, s + k, ea + k, dot, m, wd, b1, a_m,
+                                 b2, a_v, b3, a_s, True, True)
+            else:
+                _prodigy_moments(p + k, g + k, p0 + k, v + k, s + k, ea + k, dot, m, wd, b1, a_m,
+                                 b2, a_v, b3, a_s, False, True)
+        elif coupled:
+            _prodigy_moments(p + k, g + k, p0 + k, v + k, s + k, ea, dot, m, wd, b1, a_m,
+                             b2, a_v, b3, a_s, True, False)
+        else:
+            _prodigy_moments(p + k, g + k, p0 + k, v + k, s + k, ea, dot, m, wd, b1, a_m,
+                             b2, a_v, b3, a_s, False, False)
+        dd = dd + _sum8(dot, m, False, False)
+        ss = ss + _sum8(s + k, m, False, True)
+    partials[2 * c] = dd
+    partials[2 * c + 1] = ss
+
+
+cdef void _prodigy1(
+    floating* tag, const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, int n_threads,
+    double* partials, double wd, double beta1, double a_m, double beta2, double a_v,
+    double beta3, double a_s, bint has_m,
+) noexcept nogil:
+    cdef Py_ssize_t c, n_chunks = chunks.shape[0]
+    cdef unsigned long long fp = 0
+    cdef floating w_t = <floating> wd, b1 = <floating> beta1, am = <floating> a_m
+    cdef floating b2 = <floating> beta2, av = <floating> a_v
+    cdef floating b3 = <floating> beta3, as_ = <floating> a_s
+    cdef bint coupled = wd != 0
+    if n_threads <= 1:
+        fp = nopt_ftz_enter()
+        for c in range(n_chunks):
+            _prodigy_task1(ptrs, chunks, c, partials, w_t, b1, am, b2, av, b3, as_, coupled, has_m)
+        nopt_ftz_exit(fp)
+        return
+    with parallel(num_threads=n_threads):
+        fp = nopt_ftz_enter()
+        for c in prange(n_chunks, schedule="static"):
+            _prodigy_task1(ptrs, chunks, c, partials, w_t, b1, am, b2, av, b3, as_, coupled, has_m)
+        nopt_ftz_exit(fp)
+
+
+def prodigy_moments(const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, bint is_double,
+                    int n_threads, double weight_decay, double beta1, double a_m, double beta2,
+                    double a_v, double beta3, double a_s, bint has_exp_avg):
+    """Prodigy's first pass (see above); returns ``(dot, abs_sum)``, summed in chunk order.
+
+    ``weight_decay`` is the coupled L2 term (0 when decoupled). Releases the GIL.
+    """
+    cdef Py_ssize_t c, n_chunks = chunks.shape[0]
+    if n_chunks == 0:
+        return 0.0, 0.0
+    partials_arr = np.empty(2 * n_chunks, dtype=np.float64)
+    cdef double[::1] partials = partials_arr
+    cdef double dot = 0, abs_sum = 0
+    with nogil:
+        if is_double:
+            _prodigy1(<double*> NULL, ptrs, chunks, n_threads, &partials[0], weight_decay, beta1,
+                      a_m, beta2, a_v, beta3, a_s, has_exp_avg)
+        else:
+            _prodigy1(<float*> NULL, ptrs, chunks, n_threads, &partials[0], weight_decay, beta1,
+                      a_m, beta2, a_v, beta3, a_s, has_exp_avg)
+        for c in range(n_chunks):
+            dot = dot + partials[2 * c]
+            abs_sum = abs_sum + partials[2 * c + 1]
+    return dot, abs_sum
+
+
+cdef inline void _prodigy_loop(
+    floating* param, const floating* grad, const floating* exp_avg_sq, const floating* exp_avg,
+    Py_ssize_t n, floating wd, floating neg_wd, floating neg_step, floating d_eps,
+    bint coupled, bint decoupled, bint has_m,
+) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef floating p, u
+    for j in range(n):
+        p = param[j]
+        if has_m:
+            u = exp_avg[j]
+        else:
+            u = grad[j]
+            if coupled:
+                u = u + wd * p
+        if decoupled:
+            p = p + neg_wd * p
+        param[j] = p + neg_step * u / (fsqrt(exp_avg_sq[j]) + d_eps)
+
+
+cdef nopt_dispatched _prodigy_task2(
+    const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, Py_ssize_t c,
+    floating wd, floating neg_wd, floating neg_step, floating d_eps,
+    bint coupled, bint decoupled, bint has_m,
+) noexcept nogil:
+    cdef Py_ssize_t a = chunks[c, 0], start = chunks[c, 1], n = chunks[c, 2] - start
+    cdef floating* p = <floating*> ptrs[a, 0] + start
+    cdef const floating* g = <const floating*> ptrs[a, 1] + start
+    cdef const floating* v = <const floating*> ptrs[a, 2] + start
+    cdef const floating* m = NULL
+    if has_m:
+        m = <const floating*> ptrs[a, 3] + start
+        if decoupled:
+            _prodigy_loop(p, g, v, m, n, wd, neg_wd, neg_step, d_eps, False, True, True)
+        else:
+            _prodigy_loop(p, g, v, m, n, wd, neg_wd, neg_step, d_eps, False, False, True)
+    elif decoupled:
+        _prodigy_loop(p, g, v, m, n, wd, neg_wd, neg_step, d_eps, False, True, False)
+    elif coupled:
+        _prodigy_loop(p, g, v, m, n, wd, neg_wd, neg_step, d_eps, True, False, False)
+    else:
+        _prodigy_loop(p, g, v, m, n, wd, neg_wd, neg_step, d_eps, False, False, False)
+
+
+cdef void _prodigy2(
+    floating* tag, const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, int n_threads,
+    double wd, double neg_wd, double neg_step, double d_eps, bint has_m,
+) noexcept nogil:
+    cdef Py_ssize_t c, n_chunks = chunks.shape[0]
+    cdef unsigned long long fp = 0
+    cdef floating w_t = <floating> wd, nw_t = <floating> neg_wd
+    cdef floating st = <floating> neg_step, de = <floating> d_eps
+    cdef bint coupled = wd != 0, decoupled = neg_wd != 0
+    if n_threads <= 1:
+        fp = nopt_ftz_enter()
+        for c in range(n_chunks):
+            _prodigy_task2(ptrs, chunks, c, w_t, nw_t, st, de, coupled, decoupled, has_m)
+        nopt_ftz_exit(fp)
+        return
+    with parallel(num_threads=n_threads):
+        fp = nopt_ftz_enter()
+        for c in prange(n_chunks, schedule="static"):
+            _prodigy_task2(ptrs, chunks, c, w_t, nw_t, st, de, coupled, decoupled, has_m)
+        nopt_ftz_exit(fp)
+
+
+def prodigy_update(const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, bint is_double,
+                   int n_threads, double weight_decay, double neg_wd, double neg_step,
+                   double d_eps, bint has_exp_avg):
+    """Prodigy's second pass over (param, grad, exp_avg_sq[, exp_avg]) rows (releases the GIL).
+
+    ``weight_decay`` is the coupled L2 term (0 when decoupled), ``neg_wd``
+    the decoupled ``-wd*dlr`` (0 when coupled), ``neg_step`` is ``-dlr``
+    (``-dlr*d`` without exp_avg) and ``d_eps`` is ``d*eps``.
+    """
+    with nogil:
+        if is_double:
+            _prodigy2(<double*> NULL, ptrs, chunks, n_threads, weight_decay, neg_wd, neg_step,
+                      d_eps, has_exp_avg)
+        else:
+            _prodigy2(<float*> NULL, ptrs, chunks, n_threads, weight_decay, neg_wd, neg_step,
+                      d_eps, has_exp_avg)
+
+
+# ---------------------------------------------------------------- combinators
+# Lookahead's synchronisation, ptrs[a] = (fast, slow):
+#   slow = slow + alpha*(fast - slow)    fast = slow
+# MultiSteps' accumulation, ptrs[a] = (accumulator, grad):
+#   acc = (acc + g) * scale   (acc = g * scale on the first mini-step)
+cdef inline void _sync_loop(floating* fast, floating* slow, Py_ssize_t n,
+                            floating alpha) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef floating s
+    for j in range(n):
+        s = slow[j]
+        s = s + alpha * (fast[j] - s)
+        slow[j] = s
+        fast[j] = s
+
+
+cdef inline void _accumulate_loop(floating* acc, const floating* grad, Py_ssize_t n,
+                                  floating scale, bint first) noexcept nogil:
+    cdef Py_ssize_t j
+    for j in range(n):
+        if first:
+            acc[j] = grad[j] * scale
+        else:
+            acc[j] = (acc[j] + grad[j]) * scale
+
+
+cdef nopt_dispatched _combine_task(
+    const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, Py_ssize_t c, floating value,
+    int op,
+) noexcept nogil:
+    cdef Py_ssize_t a = chunks[c, 0], start = chunks[c, 1], n = chunks[c, 2] - start
+    cdef floating* x = <floating*> ptrs[a, 0] + start
+    cdef floating* y = <floating*> ptrs[a, 1] + start
+    if op == 0:
+        _sync_loop(x, y, n, value)
+    elif op == 1:
+        _accumulate_loop(x, y, n, value, True)
+    else:
+        _accumulate_loop(x, y, n, value, False)
+
+
+cdef void _combine(
+    floating* tag, const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, int n_threads,
+    double value, int op,
+) noexcept nogil:
+    cdef Py_ssize_t c, n_chunks = chunks.shape[0]
+    cdef unsigned long long fp = 0
+    cdef floating v_t = <floating> value
+    if n_threads <= 1:
+        fp = nopt_ftz_enter()
+        for c in range(n_chunks):
+            _combine_task(ptrs, chunks, c, v_t, op)
+        nopt_ftz_exit(fp)
+        return
+    with parallel(num_threads=n_threads):
+        fp = nopt_ftz_enter()
+        for c in prange(n_chunks, schedule="static"):
+            _combine_task(ptrs, chunks, c, v_t, op)
+        nopt_ftz_exit(fp)
+
+
+def lookahead_sync(const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, bint is_double,
+                   int n_threads, double alpha):
+    """slow += alpha*(fast - slow); fast = slow, over (fast, slow) rows (releases the GIL)."""
+    with nogil:
+        if is_double:
+            _combine(<double*> NULL, ptrs, chunks, n_threads, alpha, 0)
+        else:
+            _combine(<float*> NULL, ptrs, chunks, n_threads, alpha, 0)
+
+
+def accumulate(const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, bint is_double,
+               int n_threads, double scale, bint first):
+    """acc = (acc + grad)*scale (acc = grad*scale if ``first``), over (acc, grad) rows."""
+    cdef int op = 1 if first else 2
+    with nogil:
+        if is_double:
+            _combine(<double*> NULL, ptrs, chunks, n_threads, scale, op)
+        else:
+            _combine(<float*> NULL, ptrs, chunks, n_threads, scale, op)
