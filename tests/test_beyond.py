@@ -279,3 +279,149 @@ def test_schedule_free_adamw_matches_optax(dtype, jax_x64):
     options = dict(lr=1e-2, betas=(0.9, 0.99), weight_decay=0.01)
     assert_close(run_nopt("ScheduleFreeAdamW", options, dtype), expected, dtype)
     del optax
+
+
+# ---------------------------------------------------------------- generic behaviour
+NAMES = sorted({name for name, _ in CASES})
+OPTIONS = {name: options for name, options in reversed(CASES)}   # each rule's first option set
+
+
+def _big_problem(dtype, sizes=(70_000, 40_000, 0, 5), seed=1):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(n).astype(dtype) for n in sizes]
+
+
+def _steps(opt, params, n, seed=2):
+    rng = np.random.default_rng(seed)
+    for _ in range(n):
+        for p in params:
+            p.grad = (p * p.dtype.type(0.5) + rng.standard_normal(p.shape).astype(p.dtype))
+        opt.step()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", NAMES)
+def test_thread_count_gives_the_same_bits(name, dtype):
+    results = []
+    for threads in (1, 2):
+        params = [nopt.Parameter(x) for x in _big_problem(dtype)]
+        opt = getattr(nopt, name)(params, **OPTIONS[name])
+        with nopt.num_threads(threads):
+            _steps(opt, params, 3)
+        results.append([np.asarray(p).copy() for p in params])
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("name", ["LAMB", "LARS", "Prodigy", "Lion"])
+def test_flat_storage_keeps_per_parameter_norms(name):
+    # A ParameterBuffer's arrays are adjacent in memory (one merged table row);
+    # LAMB's and LARS's trust ratios must still be per parameter.
+    arrays = _big_problem(np.float64, sizes=(3000, 50, 70_000))
+    separate = [nopt.Parameter(x.copy()) for x in arrays]
+    flat = nopt.ParameterBuffer.from_arrays([x.copy() for x in arrays])
+    for params in (separate, flat):
+        _steps(getattr(nopt, name)(list(params), **OPTIONS[name]), list(params), 5)
+    for a, b in zip(separate, flat):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_checkpoint_resume_is_bitwise(name, tmp_path):
+    arrays = _big_problem(np.float32, sizes=(300, 7))
+    full = [nopt.Parameter(x.copy()) for x in arrays]
+    opt = getattr(nopt, name)(full, **OPTIONS[name])
+    _steps(opt, full, 10, seed=3)
+    _steps(opt, full, 10, seed=4)
+
+    part = [nopt.Parameter(x.copy()) for x in arrays]
+    opt = getattr(nopt, name)(part, **OPTIONS[name])
+    _steps(opt, part, 10, seed=3)
+    nopt.save({"opt": opt.state_dict(), "params": [np.asarray(p) for p in part]},
+              tmp_path / "ckpt.nopt")
+    checkpoint = nopt.load(tmp_path / "ckpt.nopt")
+    resumed = [nopt.Parameter(x) for x in checkpoint["params"]]
+    opt = getattr(nopt, name)(resumed, **OPTIONS[name])
+    opt.load_state_dict(checkpoint["opt"])
+    _steps(opt, resumed, 10, seed=4)
+    for a, b in zip(full, resumed):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bad_gradient_changes_nothing(name):
+    params = [nopt.Parameter(x) for x in _big_problem(np.float64, sizes=(20, 30))]
+    opt = getattr(nopt, name)(params, **OPTIONS[name])
+    _steps(opt, params, 2)
+    before = [np.asarray(p).copy() for p in params]
+    state = {k: {key: (v.copy() if isinstance(v, np.ndarray) else v) for key, v in s.items()}
+             for k, s in opt.state_dict()["state"].items()}
+    groups = [dict(g) for g in opt.state_dict()["param_groups"]]
+    params[0].grad = np.ones(20)
+    params[1].grad = np.ones(60)[::2]          # not contiguous: refused before any change
+    with pytest.raises(ValueError, match=r"param_groups\[0\]\['params'\]\[1\]"):
+        opt.step()
+    for p, b in zip(params, before):
+        np.testing.assert_array_equal(np.asarray(p), b)
+    after = opt.state_dict()
+    assert [dict(g) for g in after["param_groups"]] == groups
+    for k, s in state.items():
+        for key, v in s.items():
+            np.testing.assert_array_equal(after["state"][k][key], v)
+
+
+INVALID = [
+    ("Lion", dict(lr=-1.0), ValueError, "Invalid learning rate"),
+    ("Lion", dict(betas=(0.9, 1.5)), ValueError, "Invalid beta parameter at index 1"),
+    ("Lion", dict(weight_decay=-0.1), ValueError, "Invalid weight_decay value"),
+    ("Lion", dict(betas=0.9), TypeError, "betas must be a tuple of 2"),
+    ("AdaBelief", dict(eps=-1e-8), ValueError, "Invalid epsilon value"),
+    ("AdaBelief", dict(betas=(1.0, 0.9)), ValueError, "Invalid beta parameter at index 0"),
+    ("Adan", dict(betas=(0.9, 0.9)), ValueError, "betas must be a tuple of 3"),
+    ("Adan", dict(lr="1e-3"), TypeError, "lr must be a real number"),
+    ("LAMB", dict(weight_decay=float("nan")), ValueError, "Invalid weight_decay value"),
+    ("LARS", dict(momentum=1.0), ValueError, "Invalid momentum value"),
+    ("LARS", dict(trust_coefficient=-1), ValueError, "Invalid trust_coefficient value"),
+    ("ScheduleFreeSGD", dict(momentum=0.0), ValueError, "Momentum must be between 0 and 1"),
+    ("ScheduleFreeAdamW", dict(warmup_steps=-1), ValueError, "Invalid warmup_steps value"),
+    ("ScheduleFreeAdamW", dict(betas=(0.0, 0.9)), ValueError, "Invalid beta parameter at index 0"),
+    ("Prodigy", dict(d0=0.0), ValueError, "Invalid d0 value"),
+    ("Prodigy", dict(lr=0.0), ValueError, "Invalid learning rate"),
+    ("Prodigy", dict(growth_rate=0.5), ValueError, "Invalid growth_rate value"),
+]
+
+
+@pytest.mark.parametrize("name, options, error, message", INVALID)
+def test_invalid_hyperparameters(name, options, error, message):
+    with pytest.raises(error, match=message):
+        getattr(nopt, name)([nopt.Parameter(np.zeros(3))], **options)
+
+
+def test_schedule_free_refuses_to_step_in_eval_mode():
+    p = nopt.Parameter(np.ones(3))
+    opt = nopt.ScheduleFreeAdamW([p])
+    p.grad = np.ones(3)
+    opt.step()
+    opt.eval()
+    opt.eval()                               # a no-op
+    x = np.asarray(p).copy()
+    with pytest.raises(RuntimeError, match="call optimizer.train"):
+        opt.step()
+    np.testing.assert_array_equal(np.asarray(p), x)
+    opt.train()
+    opt.step()
+    assert opt.param_groups[0]["k"] == 2
+
+
+def test_prodigy_groups_may_only_differ_by_lr_zero():
+    a, b = nopt.Parameter(np.ones(3)), nopt.Parameter(np.ones(3))
+    opt = nopt.Prodigy([{"params": [a]}, {"params": [b], "lr": 0.5}])
+    a.grad = b.grad = np.ones(3)
+    with pytest.raises(ValueError, match=r"param_groups\[1\]\['lr'\]"):
+        opt.step()
+    assert not opt.state
+    frozen = nopt.Prodigy([{"params": [a]}, {"params": [b], "lr": 0.0}])
+    for _ in range(3):
+        frozen.step()
+    np.testing.assert_array_equal(np.asarray(b), np.ones(3))
+    assert not np.array_equal(np.asarray(a), np.ones(3))
