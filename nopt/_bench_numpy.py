@@ -312,3 +312,8 @@ def make(name, params, grads, **hyper):
     except KeyError:
         raise ValueError(f"no NumPy rule for {name!r}; have {sorted(RULES)}") from None
     return cls(params, grads, **hyper)
+
+# The rules beyond torch.optim, written from their papers (also the tests' second oracle).
+from ._reference_beyond import RULES as _BEYOND  # noqa: E402
+
+RULES.update(_BEYOND)

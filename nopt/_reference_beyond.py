@@ -10,9 +10,30 @@ import math
 
 import numpy as np
 
-from ._bench_numpy import _Rule
-
 __all__ = ["RULES", "make"]
+
+
+class _Rule:
+    """``nopt._bench_numpy``'s interface: ``step()`` updates ``params`` in place from ``grads``."""
+
+    defaults = {}
+
+    def __init__(self, params, grads, **hyper):
+        unknown = set(hyper) - set(self.defaults)
+        if unknown:
+            raise TypeError(f"{type(self).__name__}: unknown hyperparameters {sorted(unknown)}")
+        self.params = list(params)
+        self.grads = list(grads)
+        self.h = {**self.defaults, **hyper}
+        self.t = 0
+        self.state = [self.init(p) for p in self.params]
+
+    def step(self):
+        self.t += 1
+        for p, g, s in zip(self.params, self.grads, self.state):
+            if self.h.get("maximize"):
+                g = -g
+            self.update(p, g, s, p.dtype.type)
 
 
 def _norm(x):

@@ -39,10 +39,19 @@ Adadelta       param, grad, square_avg, acc_delta        4      3      28
 RMSprop        param, grad, square_avg                   3      2      20
 Rprop          param, grad, prev, step_size              4      3      28
 ASGD           param, grad, ax (*)                       3      2      20
+Lion           param, grad, exp_avg                      3      2      20
+AdaBelief      param, grad, exp_avg, exp_avg_var         4      3      28
+Adan           param, grad, m, diff, n, pre_grad         6      5      44
+ScheduleFree   y, grad, z (SGD); y, grad, z, v (AdamW)   3/4    2/3    20/28
+LAMB (2 pass)  p, g, m, v; m, v | p, m, v; p             7      3      40
+LARS (**)      param, grad, momentum_buffer              3      2      20
+Prodigy (2 p.) p, g, p0, v, s, m; v, s, m | p, g, v, m; p  10   4      56
 =============  ======================================  =====  ======  ======
 
 (*) ASGD writes ``ax`` without reading it while ``mu == 1``; a written
 stream costs a read too (write-allocate), so it counts as read and written.
+(**) LARS also reads param and grad once more for its norms: its roofline
+counts only the update pass, so its % of roofline understates.
 The figures are for the options benchmarked (``OPTIMIZERS``: SGD with
 momentum, the others at torch's defaults).
 
@@ -79,6 +88,14 @@ class Spec:
     n_read: int            # streams read per element
     n_write: int           # streams written back per element (in place)
     torch_fused: bool      # torch has a fused CPU kernel
+    # Further (n_read, n_write) passes over the same streams, for rules that
+    # reduce first and then update (LAMB, Prodigy); the roofline runs them too.
+    passes: tuple = ()
+
+    @property
+    def stream_count(self):
+        """Streams read plus streams written, per element, over every pass."""
+        return self.n_read + self.n_write + sum(r + w for r, w in self.passes)
 
 
 OPTIMIZERS = {
@@ -93,10 +110,19 @@ OPTIMIZERS = {
     "RMSprop": Spec(dict(lr=1e-2), 3, 2, False),
     "Rprop": Spec(dict(lr=1e-2), 4, 3, False),
     "ASGD": Spec(dict(lr=1e-2), 3, 2, False),
+    # Beyond torch.optim (no torch peers).
+    "Lion": Spec(dict(lr=1e-4), 3, 2, False),
+    "AdaBelief": Spec(dict(lr=1e-3), 4, 3, False),
+    "Adan": Spec(dict(lr=1e-3), 6, 5, False),
+    "ScheduleFreeSGD": Spec(dict(lr=1.0), 3, 2, False),
+    "ScheduleFreeAdamW": Spec(dict(lr=2.5e-3), 4, 3, False),
+    "LAMB": Spec(dict(lr=1e-3), 4, 2, False, passes=((3, 1),)),
+    "LARS": Spec(dict(lr=1.0), 3, 2, False),
+    "Prodigy": Spec(dict(lr=1.0), 6, 3, False, passes=((4, 1),)),
 }
 
 # Bytes per float32 element of each optimizer's step (float64: twice).
-BYTES = {name: 4 * (s.n_read + s.n_write) for name, s in OPTIMIZERS.items()}
+BYTES = {name: 4 * s.stream_count for name, s in OPTIMIZERS.items()}
 
 DEFAULT_CASES = ["1x16M", "1x1M", "2000x1000", "2000x1000-flat", "1x8M-f64", "1x100"]
 QUICK_CASES = ["1x100", "1x64K", "20x1000-flat"]
@@ -185,6 +211,8 @@ def _roofline_peer(spec, case):
         # make_table is part of the step, as it is for nopt (per-array cost).
         ptrs, chunks, n_threads = _plan.make_table(streams)
         roofline.stream(ptrs, chunks, is_double, n_threads, spec.n_read, spec.n_write)
+        for n_read, n_write in spec.passes:
+            roofline.stream(ptrs, chunks, is_double, n_threads, n_read, n_write)
 
     return step, streams
 
@@ -397,7 +425,7 @@ def _has(nopt, name):
 
 def _entry(name, spec, case, n_threads, samples, counts, skipped):
     itemsize = np.dtype(case.dtype).itemsize
-    bytes_per_step = (spec.n_read + spec.n_write) * itemsize * case.n_elements
+    bytes_per_step = spec.stream_count * itemsize * case.n_elements
     peers = {}
     for peer, s in samples.items():
         med = statistics.median(s)
@@ -416,7 +444,7 @@ def _entry(name, spec, case, n_threads, samples, counts, skipped):
         "dtype": np.dtype(case.dtype).name,
         "flat": case.flat,
         "threads": n_threads,
-        "bytes_per_element": (spec.n_read + spec.n_write) * itemsize,
+        "bytes_per_element": spec.stream_count * itemsize,
         "bytes_per_step": bytes_per_step,
         "peers": peers,
         "skipped": skipped,

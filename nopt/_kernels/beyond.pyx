@@ -40,6 +40,87 @@ cnp.import_array()
 
 DEF _BLOCK = 512
 
+# Adan's and Prodigy's first-pass loops touch six or seven streams, five or
+# four of them written: more pointer pairs than gcc checks for overlap at run
+# time (--param vect-max-version-for-alias-checks, 10), so written in Cython
+# they are not vectorised. Here they are plain C with ``restrict`` pointers
+# (the streams never overlap: make_table's arrays are distinct state, and
+# Optimizer refuses parameters that share memory), static inline, so each
+# call site with literal flags becomes its own branch-free vector loop in
+# every ISA clone of the calling task.
+cdef extern from *:
+    """
+    #include <math.h>
+    #include <stddef.h>
+    #if defined(_MSC_VER) && !defined(restrict)
+    #define restrict __restrict
+    #endif
+    #define NOPT_ADAN_LOOP(T, SQRT)                                                     \
+    static inline void nopt_adan_loop_##T(                                             \
+        T *restrict param, const T *restrict grad, T *restrict exp_avg,                \
+        T *restrict exp_avg_diff, T *restrict exp_avg_sq, T *restrict pre_grad,        \
+        ptrdiff_t n, T sign, T beta1, T omb1, T beta2, T omb2, T beta3, T omb3,        \
+        T c1, T c2, T inv_bc3_sqrt, T eps, T neg_lr, T pre, T post, int first) {       \
+        for (ptrdiff_t j = 0; j < n; j++) {                                            \
+            T g = sign * grad[j];                                                      \
+            T d = first ? (T) 0 : g - pre_grad[j];                                     \
+            pre_grad[j] = g;                                                           \
+            T m = exp_avg[j] * beta1 + omb1 * g;                                       \
+            T v = exp_avg_diff[j] * beta2 + omb2 * d;                                  \
+            T u = g + beta2 * d;                                                       \
+            T s = exp_avg_sq[j] * beta3 + omb3 * u * u;                                \
+            exp_avg[j] = m;                                                            \
+            exp_avg_diff[j] = v;                                                       \
+            exp_avg_sq[j] = s;                                                         \
+            param[j] = (param[j] * pre                                                 \
+                        + neg_lr * ((m * c1 + v * c2) / (SQRT(s) * inv_bc3_sqrt + eps))) * post; \
+        }                                                                              \
+    }
+    NOPT_ADAN_LOOP(float, sqrtf)
+    NOPT_ADAN_LOOP(double, sqrt)
+
+    #define NOPT_PRODIGY_LOOP(T)                                                       \
+    static inline void nopt_prodigy_moments_##T(                                       \
+        const T *restrict param, const T *restrict grad, const T *restrict p0,         \
+        T *restrict exp_avg_sq, T *restrict s, T *restrict exp_avg, T *restrict dot,   \
+        ptrdiff_t n, T wd, T beta1, T a_m, T beta2, T a_v, T beta3, T a_s,             \
+        int coupled, int has_m) {                                                      \
+        for (ptrdiff_t j = 0; j < n; j++) {                                            \
+            T g = grad[j];                                                             \
+            T p = param[j];                                                            \
+            if (coupled) g = g + wd * p;                                               \
+            dot[j] = g * (p0[j] - p);                                                  \
+            if (has_m) exp_avg[j] = exp_avg[j] * beta1 + a_m * g;                      \
+            exp_avg_sq[j] = exp_avg_sq[j] * beta2 + a_v * g * g;                       \
+            s[j] = s[j] * beta3 + a_s * g;                                             \
+        }                                                                              \
+    }
+    NOPT_PRODIGY_LOOP(float)
+    NOPT_PRODIGY_LOOP(double)
+    """
+    void nopt_adan_loop_float(float* param, const float* grad, float* exp_avg,
+                              float* exp_avg_diff, float* exp_avg_sq, float* pre_grad,
+                              Py_ssize_t n, float sign, float beta1, float omb1, float beta2,
+                              float omb2, float beta3, float omb3, float c1, float c2,
+                              float inv_bc3_sqrt, float eps, float neg_lr, float pre, float post,
+                              int first) nogil
+    void nopt_adan_loop_double(double* param, const double* grad, double* exp_avg,
+                               double* exp_avg_diff, double* exp_avg_sq, double* pre_grad,
+                               Py_ssize_t n, double sign, double beta1, double omb1, double beta2,
+                               double omb2, double beta3, double omb3, double c1, double c2,
+                               double inv_bc3_sqrt, double eps, double neg_lr, double pre,
+                               double post, int first) nogil
+    void nopt_prodigy_moments_float(const float* param, const float* grad, const float* p0,
+                                    float* exp_avg_sq, float* s, float* exp_avg, float* dot,
+                                    Py_ssize_t n, float wd, float beta1, float a_m, float beta2,
+                                    float a_v, float beta3, float a_s, int coupled,
+                                    int has_m) nogil
+    void nopt_prodigy_moments_double(const double* param, const double* grad, const double* p0,
+                                     double* exp_avg_sq, double* s, double* exp_avg, double* dot,
+                                     Py_ssize_t n, double wd, double beta1, double a_m,
+                                     double beta2, double a_v, double beta3, double a_s,
+                                     int coupled, int has_m) nogil
+
 
 # ---------------------------------------------------------------- shared helpers
 cdef inline floating _sign(floating x) noexcept nogil:
@@ -298,23 +379,15 @@ cdef inline void _adan_loop(
     floating beta3, floating omb3, floating c1, floating c2, floating inv_bc3_sqrt,
     floating eps, floating neg_lr, floating pre, floating post, bint first,
 ) noexcept nogil:
-    cdef Py_ssize_t j
-    cdef floating g, d, m, v, u, s
-    for j in range(n):
-        g = sign * grad[j]
-        if first:
-            d = 0
-        else:
-            d = g - pre_grad[j]
-        pre_grad[j] = g
-        m = exp_avg[j] * beta1 + omb1 * g
-        v = exp_avg_diff[j] * beta2 + omb2 * d
-        u = g + beta2 * d
-        s = exp_avg_sq[j] * beta3 + omb3 * u * u
-        exp_avg[j] = m
-        exp_avg_diff[j] = v
-        exp_avg_sq[j] = s
-        param[j] = (param[j] * pre + neg_lr * ((m * c1 + v * c2) / (fsqrt(s) * inv_bc3_sqrt + eps))) * post
+    # The C loop above (restrict pointers), for this float type.
+    if floating is float:
+        nopt_adan_loop_float(param, grad, exp_avg, exp_avg_diff, exp_avg_sq, pre_grad, n, sign,
+                             beta1, omb1, beta2, omb2, beta3, omb3, c1, c2, inv_bc3_sqrt, eps,
+                             neg_lr, pre, post, first)
+    else:
+        nopt_adan_loop_double(param, grad, exp_avg, exp_avg_diff, exp_avg_sq, pre_grad, n, sign,
+                              beta1, omb1, beta2, omb2, beta3, omb3, c1, c2, inv_bc3_sqrt, eps,
+                              neg_lr, pre, post, first)
 
 
 cdef nopt_dispatched _adan_task(
@@ -764,18 +837,13 @@ cdef inline void _prodigy_moments(
     floating a_m, floating beta2, floating a_v, floating beta3, floating a_s,
     bint coupled, bint has_m,
 ) noexcept nogil:
-    cdef Py_ssize_t j
-    cdef floating g, p
-    for j in range(n):
-        g = grad[j]
-        p = param[j]
-        if coupled:
-            g = g + wd * p
-        dot[j] = g * (p0[j] - p)
-        if has_m:
-            exp_avg[j] = exp_avg[j] * beta1 + a_m * g
-        exp_avg_sq[j] = exp_avg_sq[j] * beta2 + a_v * g * g
-        s[j] = s[j] * beta3 + a_s * g
+    # The C loop above (restrict pointers), for this float type.
+    if floating is float:
+        nopt_prodigy_moments_float(param, grad, p0, exp_avg_sq, s, exp_avg, dot, n, wd, beta1,
+                                   a_m, beta2, a_v, beta3, a_s, coupled, has_m)
+    else:
+        nopt_prodigy_moments_double(param, grad, p0, exp_avg_sq, s, exp_avg, dot, n, wd, beta1,
+                                    a_m, beta2, a_v, beta3, a_s, coupled, has_m)
 
 
 cdef nopt_dispatched _prodigy_task1(

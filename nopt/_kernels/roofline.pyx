@@ -24,7 +24,7 @@ cdef extern from *:
     #if defined(_MSC_VER) && !defined(restrict)
     #define restrict __restrict
     #endif
-    #define NOPT_MAX_STREAMS 5
+    #define NOPT_MAX_STREAMS 6
     #define NOPT_R(R, k) if (R > k) s += p##k[j];
     #define NOPT_W(W, k) if (W > k) p##k[j] = s * a + b;
     #define NOPT_STREAM(T, R, W)                                                     \\
@@ -34,18 +34,22 @@ cdef extern from *:
         T *restrict p2 = R > 2 ? p[2] : NULL;                                        \\
         T *restrict p3 = R > 3 ? p[3] : NULL;                                        \\
         T *restrict p4 = R > 4 ? p[4] : NULL;                                        \\
+        T *restrict p5 = R > 5 ? p[5] : NULL;                                        \\
         for (ptrdiff_t j = 0; j < n; j++) {                                          \\
             T s = 0;                                                                 \\
             NOPT_R(R, 0) NOPT_R(R, 1) NOPT_R(R, 2) NOPT_R(R, 3) NOPT_R(R, 4)         \\
+            NOPT_R(R, 5)                                                             \\
             NOPT_W(W, 0) NOPT_W(W, 1) NOPT_W(W, 2) NOPT_W(W, 3) NOPT_W(W, 4)         \\
+            NOPT_W(W, 5)                                                             \\
         }                                                                            \\
     }
-    /* Every (R, W) with written streams among the read ones: 1 <= W <= R <= 5. */
+    /* Every (R, W) with written streams among the read ones: 1 <= W <= R <= 6. */
     #define NOPT_ALL(X, T) X(T, 1, 1)                                                \\
         X(T, 2, 1) X(T, 2, 2)                                                        \\
         X(T, 3, 1) X(T, 3, 2) X(T, 3, 3)                                             \\
         X(T, 4, 1) X(T, 4, 2) X(T, 4, 3) X(T, 4, 4)                                  \\
-        X(T, 5, 1) X(T, 5, 2) X(T, 5, 3) X(T, 5, 4) X(T, 5, 5)
+        X(T, 5, 1) X(T, 5, 2) X(T, 5, 3) X(T, 5, 4) X(T, 5, 5)                       \\
+        X(T, 6, 1) X(T, 6, 2) X(T, 6, 3) X(T, 6, 4) X(T, 6, 5) X(T, 6, 6)
     NOPT_ALL(NOPT_STREAM, float)
     NOPT_ALL(NOPT_STREAM, double)
 
@@ -73,8 +77,8 @@ cdef inline void _task(
 ) noexcept nogil:
     cdef Py_ssize_t a = chunks[c, 0], start = chunks[c, 1], n = chunks[c, 2] - start
     cdef int k
-    cdef float* pf[5]
-    cdef double* pd[5]
+    cdef float* pf[6]
+    cdef double* pd[6]
     if is_double:
         for k in range(n_read):
             pd[k] = <double*> ptrs[a, k] + start
