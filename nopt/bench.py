@@ -15,7 +15,7 @@ as the median time per step. Peers:
     update's floor when memory is the limit. ``% roof`` = roofline time /
     nopt time.
 ``numpy``
-    The same rule in plain NumPy (:mod:`nopt._bench_numpy`).
+    The same rule in plain NumPy (:mod:`nopt._reference`, the tests' second oracle too).
 ``torch-loop`` / ``torch-foreach`` / ``torch-fused``
     ``torch.optim`` with ``foreach=False`` / ``foreach=True`` / ``fused=True``
     (fused only where torch has a CPU kernel); skipped without torch.
@@ -42,18 +42,18 @@ ASGD           param, grad, ax (*)                       3      2      20
 Lion           param, grad, exp_avg                      3      2      20
 AdaBelief      param, grad, exp_avg, exp_avg_var         4      3      28
 Adan           param, grad, m, diff, n, pre_grad         6      5      44
-ScheduleFree   y, grad, z (SGD); y, grad, z, v (AdamW)   3/4    2/3    20/28
+ScheduleFree   y, grad, z (SGD); y, grad, z, v (AdamW)  3/4    2/3   20/28
 LAMB (2 pass)  p, g, m, v; m, v | p, m, v; p             7      3      40
 LARS (**)      param, grad, momentum_buffer              3      2      20
-Prodigy (2 p.) p, g, p0, v, s, m; v, s, m | p, g, v, m; p  10   4      56
 =============  ======================================  =====  ======  ======
 
 (*) ASGD writes ``ax`` without reading it while ``mu == 1``; a written
 stream costs a read too (write-allocate), so it counts as read and written.
 (**) LARS also reads param and grad once more for its norms: its roofline
-counts only the update pass, so its % of roofline understates.
-The figures are for the options benchmarked (``OPTIMIZERS``: SGD with
-momentum, the others at torch's defaults).
+counts only the update pass, so its % of the roofline understates.
+The figures are for the options benchmarked (``OPTIMIZERS``, the
+registry :data:`nopt._registry.RULES`: SGD with momentum, the others at
+torch's defaults).
 
 Examples
 --------
@@ -77,52 +77,16 @@ import time
 
 import numpy as np
 
+from ._registry import RULES
+
 __all__ = ["OPTIMIZERS", "BYTES", "DEFAULT_CASES", "QUICK_CASES", "Case", "parse_case", "run", "main"]
 
 
-@dataclasses.dataclass(frozen=True)
-class Spec:
-    """How one optimizer is benchmarked."""
-
-    kwargs: dict           # constructor hyperparameters (nopt, NumPy and torch alike)
-    n_read: int            # streams read per element
-    n_write: int           # streams written back per element (in place)
-    torch_fused: bool      # torch has a fused CPU kernel
-    # Further (n_read, n_write) passes over the same streams, for rules that
-    # reduce first and then update (LAMB, Prodigy); the roofline runs them too.
-    passes: tuple = ()
-
-    @property
-    def stream_count(self):
-        """Streams read plus streams written, per element, over every pass."""
-        return self.n_read + self.n_write + sum(r + w for r, w in self.passes)
-
-
-OPTIMIZERS = {
-    "SGD": Spec(dict(lr=1e-3, momentum=0.9), 3, 2, True),
-    "Adam": Spec(dict(lr=1e-3), 4, 3, True),
-    "AdamW": Spec(dict(lr=1e-3), 4, 3, True),
-    "Adamax": Spec(dict(lr=2e-3), 4, 3, False),
-    "NAdam": Spec(dict(lr=2e-3), 4, 3, False),
-    "RAdam": Spec(dict(lr=1e-3), 4, 3, False),
-    "Adagrad": Spec(dict(lr=1e-2), 3, 2, True),
-    "Adadelta": Spec(dict(lr=1.0), 4, 3, False),
-    "RMSprop": Spec(dict(lr=1e-2), 3, 2, False),
-    "Rprop": Spec(dict(lr=1e-2), 4, 3, False),
-    "ASGD": Spec(dict(lr=1e-2), 3, 2, False),
-    # Beyond torch.optim (no torch peers).
-    "Lion": Spec(dict(lr=1e-4), 3, 2, False),
-    "AdaBelief": Spec(dict(lr=1e-3), 4, 3, False),
-    "Adan": Spec(dict(lr=1e-3), 6, 5, False),
-    "ScheduleFreeSGD": Spec(dict(lr=1.0), 3, 2, False),
-    "ScheduleFreeAdamW": Spec(dict(lr=2.5e-3), 4, 3, False),
-    "LAMB": Spec(dict(lr=1e-3), 4, 2, False, passes=((3, 1),)),
-    "LARS": Spec(dict(lr=1.0), 3, 2, False),
-    "Prodigy": Spec(dict(lr=1.0), 6, 3, False, passes=((4, 1),)),
-}
+# name -> nopt._registry.Rule: every optimizer the bench knows (kwargs, streams, NumPy peer).
+OPTIMIZERS = RULES
 
 # Bytes per float32 element of each optimizer's step (float64: twice).
-BYTES = {name: 4 * s.stream_count for name, s in OPTIMIZERS.items()}
+BYTES = {name: rule.bytes_per_element for name, rule in OPTIMIZERS.items()}
 
 DEFAULT_CASES = ["1x16M", "1x1M", "2000x1000", "2000x1000-flat", "1x8M-f64", "1x100"]
 QUICK_CASES = ["1x100", "1x64K", "20x1000-flat"]
@@ -176,12 +140,12 @@ def _nopt_peer(name, spec, case, params, grads):
         model = nopt.ParameterBuffer.from_arrays(params, dtype=case.dtype)
         for p, g in zip(model, grads):
             p.grad[...] = g
-        opt = cls(model, **spec.kwargs)
+        opt = cls(model, **spec.bench_kwargs)
     else:
         model = [nopt.Parameter(p.copy()) for p in params]
         for p, g in zip(model, grads):
             p.grad = g
-        opt = cls(model, **spec.kwargs)
+        opt = cls(model, **spec.bench_kwargs)
     return opt.step, (model, opt)
 
 
@@ -218,10 +182,10 @@ def _roofline_peer(spec, case):
 
 
 def _numpy_peer(name, spec, case, params, grads):
-    from . import _bench_numpy
+    from . import _reference
 
     arrays = [p.copy() for p in params]
-    opt = _bench_numpy.make(name, arrays, grads, **spec.kwargs)
+    opt = _reference.make(name, arrays, grads, **spec.bench_kwargs)
     return opt.step, (arrays, opt)
 
 
@@ -236,7 +200,7 @@ def _torch_peer(name, spec, case, params, grads, variant):
         tparams.append(t)
     flag = {"torch-loop": dict(foreach=False), "torch-foreach": dict(foreach=True),
             "torch-fused": dict(fused=True)}[variant]
-    opt = getattr(torch.optim, name)(tparams, **spec.kwargs, **flag)
+    opt = getattr(torch.optim, name)(tparams, **spec.bench_kwargs, **flag)
 
     def step():
         opt.step()
@@ -425,7 +389,7 @@ def _has(nopt, name):
 
 def _entry(name, spec, case, n_threads, samples, counts, skipped):
     itemsize = np.dtype(case.dtype).itemsize
-    bytes_per_step = spec.stream_count * itemsize * case.n_elements
+    bytes_per_step = spec.streams * itemsize * case.n_elements
     peers = {}
     for peer, s in samples.items():
         med = statistics.median(s)
@@ -444,7 +408,7 @@ def _entry(name, spec, case, n_threads, samples, counts, skipped):
         "dtype": np.dtype(case.dtype).name,
         "flat": case.flat,
         "threads": n_threads,
-        "bytes_per_element": spec.stream_count * itemsize,
+        "bytes_per_element": spec.streams * itemsize,
         "bytes_per_step": bytes_per_step,
         "peers": peers,
         "skipped": skipped,

@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 
 import nopt
+import optim_db.adam
 from harness import assert_close, assert_same_snapshot, snapshot
 
 torch = pytest.importorskip("torch")
 
-NAMES = ["Adam", "AdamW", "Adamax", "NAdam", "RAdam"]
+NAMES = [r.name for r in optim_db.adam.RECORDS]   # the family's records
 TORCH_ONLY = {"foreach", "fused", "capturable", "differentiable"}
 
 

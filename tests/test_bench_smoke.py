@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import nopt
-from nopt import _bench_numpy, bench
+import optim_db
+from nopt import _reference, bench
 from nopt._kernels import _plan, roofline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -85,7 +86,7 @@ def test_parse_case(name, expected):
 
 
 def test_bytes_table_covers_every_rule():
-    assert set(bench.OPTIMIZERS) == set(_bench_numpy.RULES)
+    assert set(bench.OPTIMIZERS) == {r.name for r in optim_db.records(elementwise=True)}
     assert bench.BYTES["Adam"] == 28 and bench.BYTES["SGD"] == 20
     for spec in bench.OPTIMIZERS.values():
         assert 1 <= spec.n_write <= spec.n_read <= roofline.MAX_STREAMS
@@ -116,36 +117,20 @@ def test_roofline_stream_checks_counts():
         roofline.stream(ptrs, chunks, False, n, 3, 1)
 
 
-TORCH_OPTIONS = [
-    ("SGD", dict(lr=0.05, momentum=0.9, weight_decay=0.1, nesterov=True)),
-    ("SGD", dict(lr=0.05, momentum=0.5, dampening=0.2, maximize=True)),
-    ("Adam", dict(lr=0.05, weight_decay=0.1)),
-    ("Adam", dict(lr=0.05, amsgrad=True)),
-    ("AdamW", dict(lr=0.05)),
-    ("Adamax", dict(lr=0.05, weight_decay=0.1)),
-    ("NAdam", dict(lr=0.05, weight_decay=0.1)),
-    ("NAdam", dict(lr=0.05, weight_decay=0.1, decoupled_weight_decay=True)),
-    ("RAdam", dict(lr=0.05)),
-    ("RAdam", dict(lr=0.05, weight_decay=0.1, decoupled_weight_decay=True)),
-    ("Adagrad", dict(lr=0.05, lr_decay=0.01, initial_accumulator_value=0.1)),
-    ("Adadelta", dict(lr=0.5, weight_decay=0.1)),
-    ("RMSprop", dict(lr=0.01)),
-    ("RMSprop", dict(lr=0.01, momentum=0.9, centered=True, weight_decay=0.1)),
-    ("Rprop", dict(lr=0.05)),
-    ("ASGD", dict(lr=0.05, weight_decay=0.1)),
-    ("ASGD", dict(lr=0.05, t0=3)),
-]
+# Every elementwise record with a torch oracle, over its whole option grid.
+TORCH_OPTIONS = [(r.name, o) for r in optim_db.records(elementwise=True, torch_oracle=True) for o in r.option_sets]
 
 
 @pytest.mark.parametrize("name,options", TORCH_OPTIONS, ids=[f"{n}-{o}" for n, o in TORCH_OPTIONS])
 def test_numpy_rules_match_torch(name, options):
-    """The NumPy peer computes the same update as torch.optim (float64, 12 steps)."""
+    """The NumPy peer (the tests' NumPy reference too) computes the same update as
+    torch.optim (float64, 12 steps)."""
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(0)
     shapes = [(7,), (3, 4)]
     params = [rng.standard_normal(s) for s in shapes]
     grads = [np.zeros(s) for s in shapes]
-    ours = _bench_numpy.make(name, [p.copy() for p in params], grads, **options)
+    ours = _reference.make(name, [p.copy() for p in params], grads, **options)
     tparams = [torch.tensor(p, requires_grad=True) for p in params]
     theirs = getattr(torch.optim, name)(tparams, foreach=False, **options)
     for t in range(12):
@@ -162,7 +147,7 @@ def test_numpy_sgd_matches_nopt_bitwise():
     rng = np.random.default_rng(1)
     values = [rng.standard_normal(s).astype(np.float32) for s in ((100,), (3, 5))]
     grads = [np.zeros_like(v) for v in values]
-    ours = _bench_numpy.make("SGD", [v.copy() for v in values], grads, lr=0.1, momentum=0.9)
+    ours = _reference.make("SGD", [v.copy() for v in values], grads, lr=0.1, momentum=0.9)
     params = [nopt.Parameter(v.copy()) for v in values]
     opt = nopt.SGD(params, lr=0.1, momentum=0.9)
     for _ in range(5):
@@ -177,6 +162,6 @@ def test_numpy_sgd_matches_nopt_bitwise():
 
 def test_numpy_rules_reject_unknown_options():
     with pytest.raises(TypeError, match="unknown"):
-        _bench_numpy.make("Adam", [np.zeros(2)], [np.zeros(2)], momentum=0.9)
+        _reference.make("Adam", [np.zeros(2)], [np.zeros(2)], momentum=0.9)
     with pytest.raises(ValueError, match="no NumPy rule"):
-        _bench_numpy.make("LBFGS", [np.zeros(2)], [np.zeros(2)])
+        _reference.make("LBFGS", [np.zeros(2)], [np.zeros(2)])

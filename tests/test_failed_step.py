@@ -14,22 +14,12 @@ import numpy as np
 import pytest
 
 import nopt
+from optim_db import quick_cases, quick_ids
 
-OPTIMIZERS = [
-    ("Adam", dict(lr=0.01)),
-    ("Adam", dict(lr=0.01, amsgrad=True, weight_decay=0.1)),
-    ("AdamW", dict(lr=0.01)),
-    ("Adamax", dict(lr=0.01)),
-    ("NAdam", dict(lr=0.01)),
-    ("RAdam", dict(lr=0.01)),
-    ("Adagrad", dict(lr=0.01, lr_decay=0.01)),
-    ("Adadelta", dict(lr=0.5)),
-    ("RMSprop", dict(lr=0.01)),
-    ("RMSprop", dict(lr=0.01, momentum=0.9, centered=True)),
-    ("Rprop", dict(lr=0.01)),
-    ("ASGD", dict(lr=0.01, t0=2)),
-]
-IDS = [f"{name}-{'-'.join(options)}" for name, options in OPTIMIZERS]
+# Every elementwise optimizer that keeps a step count (the "state_without_step"
+# fault needs one), with its quick option sets; SGD has its own tests below.
+OPTIMIZERS = quick_cases(elementwise=True, counts_steps=True)
+IDS = quick_ids(OPTIMIZERS)
 
 # Two groups of two parameters, float32 and float64 mixed: each group
 # steps as two batches, so a failure can come after other batches counted.
@@ -297,10 +287,10 @@ def test_failed_sgd_step_removes_new_momentum_buffers():
     assert [p in opt.state for p in params] == [False, False, False, True]
 
 
-ALL = OPTIMIZERS + [("SGD", options) for options in SGD_OPTIONS]
+ALL = quick_cases(elementwise=True)
 
 
-@pytest.mark.parametrize("name,options", ALL, ids=IDS + [f"SGD-{i}" for i in range(len(SGD_OPTIONS))])
+@pytest.mark.parametrize("name,options", ALL, ids=quick_ids(ALL))
 @pytest.mark.parametrize("steps_before", [0, 2])
 @pytest.mark.parametrize("bad", [None, "0.1", [0.1]], ids=["None", "str", "list"])
 def test_hyperparameter_set_to_a_non_number_changes_nothing(name, options, steps_before, bad):

@@ -6,25 +6,12 @@ import pytest
 
 import nopt
 from nopt._kernels import _plan
+from optim_db import quick_cases
 
 SHAPES = [(3, 4), (5,), (2, 3, 2), (1,), (0,), (7,)]
 
 # Elementwise optimizers whose step should be one merged loop over a flat model.
-ELEMENTWISE = [
-    ("SGD", dict(lr=0.01)),
-    ("SGD", dict(lr=0.01, momentum=0.9, nesterov=True)),
-    ("Adam", dict(lr=0.01)),
-    ("Adam", dict(lr=0.01, amsgrad=True)),
-    ("AdamW", dict(lr=0.01)),
-    ("Adamax", dict(lr=0.01)),
-    ("NAdam", dict(lr=0.01)),
-    ("RAdam", dict(lr=0.01)),
-    ("Adagrad", dict(lr=0.01)),
-    ("Adadelta", dict(lr=0.5)),
-    ("RMSprop", dict(lr=0.01, momentum=0.9, centered=True)),
-    ("Rprop", dict(lr=0.01)),
-    ("ASGD", dict(lr=0.01)),
-]
+ELEMENTWISE = quick_cases(elementwise=True, flat_mergeable=True)
 
 
 def _cls(name):

@@ -98,9 +98,9 @@ def _mutate(sd, data):
 
 
 from harness import run_nopt  # noqa: E402
-from optim_db import RECORDS  # noqa: E402
+from optim_db import records  # noqa: E402
 
-_TRAINED = [(r.name, r, r.option_sets[-1]) for r in RECORDS if not r.sparse_grad]
+_TRAINED = [(r.name, r, r.option_sets[-1]) for r in records(elementwise=True, sparse_grad=False)]
 
 
 def _trained_record(record, options):

@@ -5,6 +5,7 @@ import pytest
 
 import nopt
 from harness import TOL, assert_close, run_nopt, run_torch, snapshot, assert_same_snapshot
+import optim_db.misc_rules
 from optim_db import OptimRecord, grid
 
 torch = pytest.importorskip("torch")
@@ -179,9 +180,7 @@ def test_rprop_step_size_floor_and_maximize_match_torch_bitwise():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 def test_rprop_table_run_is_bitwise_torch(dtype):
     """Rprop only multiplies, compares, clamps and adds: no rounding differs from torch."""
-    import optim_db
-
-    record = next(r for r in optim_db.RECORDS if r.name == "Rprop")
+    record = optim_db.by_name("Rprop")
     for options in record.option_sets:
         params, opt = run_nopt(record, options, dtype, 100)
         tparams, topt = run_torch(record, options, dtype, 100)
@@ -260,9 +259,7 @@ def test_asgd_bad_schedule_changes_nothing():
 # ---------------------------------------------------------------- RMSprop
 
 def _rmsprop_record():
-    import optim_db
-
-    return next(r for r in optim_db.RECORDS if r.name == "RMSprop")
+    return optim_db.by_name("RMSprop")
 
 
 _SMALL_ALPHA = grid(lr=[0.01], alpha=[0.5, 0.3], eps=[1e-8], weight_decay=[0.0, 0.1],
@@ -346,10 +343,9 @@ def test_adadelta_lazy_state_and_rho_bounds_like_torch():
 
 # ---------------------------------------------------------------- all five
 
-_ALL = [
-    ("Adagrad", {}), ("Adadelta", {}), ("RMSprop", {"centered": True, "momentum": 0.9}),
-    ("Rprop", {}), ("ASGD", {"t0": 1.0}),
-]
+# Every record of tests/optim_db/misc_rules.py; these options reach each rule's extra state.
+_MIXED_OPTIONS = {"RMSprop": {"centered": True, "momentum": 0.9}, "ASGD": {"t0": 1.0}}
+_ALL = [(r.name, _MIXED_OPTIONS.get(r.name, {})) for r in optim_db.misc_rules.RECORDS]
 
 
 @pytest.mark.parametrize("name,options", _ALL, ids=[n for n, _ in _ALL])

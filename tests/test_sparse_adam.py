@@ -6,13 +6,13 @@ from the triplets, so it keeps duplicates and unsorted columns) and to torch
 as uncoalesced sparse COO tensors. Some steps give a parameter an empty
 gradient (torch still counts the step) or none at all.
 """
-import math
 import warnings
 
 import numpy as np
 import pytest
 
 import nopt
+import optim_db
 from harness import TOL, assert_close, assert_same_snapshot, snapshot
 
 sp = pytest.importorskip("scipy.sparse")
@@ -174,36 +174,10 @@ def test_moments_are_bitwise_torch(dtype):
     assert_close(p, tp.detach().numpy(), TOL[dtype], "param")
 
 
-def sparse_adam_reference(param, rows, cols, vals, state, group):
-    """torch.optim.SparseAdam's rule for one 2-D parameter, in NumPy (dense masks)."""
-    dt = param.dtype.type
-    if not state:
-        state.update(step=0, exp_avg=np.zeros_like(param), exp_avg_sq=np.zeros_like(param))
-    state["step"] += 1
-    if len(vals) == 0:
-        return
-    g = np.zeros_like(param)
-    np.add.at(g, (rows, cols), vals)
-    if group["maximize"]:
-        g = -g
-    mask = np.zeros(param.shape, dtype=bool)
-    mask[rows, cols] = True
-    beta1, beta2 = group["betas"]
-    m, v = state["exp_avg"], state["exp_avg_sq"]
-    dm = (g - m) * dt(1 - beta1)
-    dv = (g * g - v) * dt(1 - beta2)
-    new_m, new_v = m + dm, v + dv
-    step = state["step"]
-    step_size = group["lr"] * math.sqrt(1 - beta2 ** step) / (1 - beta1 ** step)
-    update = (new_m / (np.sqrt(new_v) + dt(group["eps"]))) * dt(-step_size)
-    m[mask] = new_m[mask]
-    v[mask] = new_v[mask]
-    param[mask] = (param + update)[mask]
-
-
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("options", OPTIONS, ids=[str(o) for o in OPTIONS])
 def test_matches_numpy_reference(dtype, options):
+    record = optim_db.by_name("SparseAdam")   # its reference: nopt/_reference.py
     steps = 40
     params, optimizer = run_nopt(dtype, options, steps)
     arrays = initial(dtype)
@@ -216,7 +190,7 @@ def test_matches_numpy_reference(dtype, options):
             hyper = {**defaults, **{k: v for k, v in group.items() if k != "params"}}
             for i in group["params"]:
                 if trips[i] is not None:
-                    sparse_adam_reference(arrays[i], *trips[i], states[i], hyper)
+                    record.reference(arrays[i], trips[i], states[i], hyper)
     rtol = TOL[dtype]
     for i, (p, a) in enumerate(zip(params, arrays)):
         assert_close(p, a, rtol, f"param {i}")

@@ -15,24 +15,11 @@ import pytest
 
 import nopt
 from nopt._kernels._plan import StateDict, StateMap
+from optim_db import quick_cases
 
 SHAPES = [(3, 4), (5,), (2, 3), (1,), (6,), (4,)]
 
-CACHED = [
-    ("Adam", dict(lr=0.01)),
-    ("Adam", dict(lr=0.01, amsgrad=True, weight_decay=0.1)),
-    ("AdamW", dict(lr=0.01)),
-    ("Adamax", dict(lr=0.01)),
-    ("RAdam", dict(lr=0.01)),
-    ("RAdam", dict(lr=0.01, decoupled_weight_decay=True, weight_decay=0.1)),
-    ("NAdam", dict(lr=0.01)),
-    ("Adagrad", dict(lr=0.01, lr_decay=0.01)),
-    ("Adadelta", dict(lr=0.5)),
-    ("RMSprop", dict(lr=0.01)),
-    ("RMSprop", dict(lr=0.01, momentum=0.9, centered=True)),
-    ("Rprop", dict(lr=0.01)),
-    ("ASGD", dict(lr=0.01, t0=2)),
-]
+CACHED = quick_cases(elementwise=True, step_cached=True)
 
 
 def _model(flat, dtype, seed):

@@ -1,25 +1,5 @@
-import numpy as np
-
+"""SGD: option grid, bad input, flags (its NumPy reference: nopt/_reference.py)."""
 from . import OptimRecord, grid
-
-
-def sgd_reference(param, grad, state, group):
-    """torch.optim.SGD's single-tensor rule, for one parameter, in NumPy."""
-    dt = param.dtype.type
-    g = -grad if group["maximize"] else grad.copy()
-    if group["weight_decay"] != 0:
-        g = g + dt(group["weight_decay"]) * param
-    momentum = group["momentum"]
-    if momentum != 0:
-        buf = state.get("momentum_buffer")
-        if buf is None:
-            buf = g.copy()
-        else:
-            buf = buf * dt(momentum) + dt(1 - group["dampening"]) * g
-        state["momentum_buffer"] = buf
-        g = g + dt(momentum) * buf if group["nesterov"] else buf
-    param[...] = param - dt(group["lr"]) * g
-
 
 _options = [
     o for o in grid(
@@ -33,8 +13,11 @@ RECORDS = [
     OptimRecord(
         name="SGD",
         option_sets=_options,
-        reference=sgd_reference,
         state_keys=("momentum_buffer",),
+        quick_options=[dict(lr=0.01), dict(lr=0.01, momentum=0.9),
+                       dict(lr=0.01, momentum=0.9, nesterov=True)],
+        flat_mergeable=True,
+        counts_steps=False,   # torch's SGD keeps no step count
         invalid=[
             (dict(lr=-0.1), ValueError, "Invalid learning rate"),
             (dict(lr=0.1, momentum=-0.5), ValueError, "Invalid momentum value"),

@@ -1,0 +1,129 @@
+"""The registry is complete and its flags tell the truth.
+
+Every exported optimizer has a record in tests/optim_db; every elementwise
+record's rule is in nopt/_registry.py (what the bench and its NumPy peer
+read); the capability flags match what the optimizer does.
+"""
+import inspect
+
+import numpy as np
+import pytest
+
+import nopt
+import optim_db
+from nopt import _reference, _registry
+
+_HOW = ("add an OptimRecord for it to tests/optim_db/ (a module there with RECORDS = [...]); "
+        "for an elementwise rule also add its Rule to nopt/_registry.py and its NumPy reference to "
+        "nopt/_reference.py (README: Development, adding an optimizer)")
+
+
+_OPTIMIZER_API = ("step", "zero_grad", "state_dict", "load_state_dict", "param_groups")
+
+
+def _exported_optimizers():
+    """Optimizer subclasses in nopt.__all__, and classes that act as one (wrappers)."""
+    out = []
+    for name in nopt.__all__:
+        value = getattr(nopt, name)
+        if not isinstance(value, type) or value is nopt.Optimizer:
+            continue
+        if issubclass(value, nopt.Optimizer) or all(hasattr(value, a) for a in _OPTIMIZER_API):
+            out.append(name)
+    return out
+
+
+def test_every_exported_optimizer_has_a_record():
+    names = {r.name for r in optim_db.RECORDS}
+    missing = [n for n in _exported_optimizers() if n not in names]
+    assert not missing, f"exported optimizers without a record: {missing}: {_HOW}"
+
+
+def test_records_are_unique_and_exported():
+    names = [r.name for r in optim_db.RECORDS]
+    assert len(names) == len(set(names)), "two records for one optimizer"
+    for r in optim_db.RECORDS:
+        assert r.name in nopt.__all__, f"record {r.name!r} names no exported optimizer"
+        assert r.quick_options, f"{r.name}: give it quick_options (a plain option set first)"
+
+
+def test_registry_rules_match_the_elementwise_records():
+    elementwise = {r.name for r in optim_db.records(elementwise=True)}
+    assert set(_registry.RULES) == elementwise, (
+        f"nopt/_registry.py has {sorted(_registry.RULES)}, tests/optim_db's elementwise records "
+        f"{sorted(elementwise)}: {_HOW}")
+    for r in optim_db.records(elementwise=True):
+        assert r.reference is _registry.RULES[r.name].reference, r.name
+
+
+def test_records_filter_by_flag():
+    assert [r.name for r in optim_db.records(needs_closure=True)] == ["LBFGS", "CG"]
+    assert "ApplyIfFinite" in _exported_optimizers()
+    assert [r.name for r in optim_db.records(wraps_optimizer=True)] == [
+        "ApplyIfFinite", "MultiSteps", "Lookahead"]
+    with pytest.raises(TypeError, match="no flag"):
+        optim_db.records(banana=True)
+
+
+def _params(record):
+    rng = np.random.default_rng(0)
+    return [nopt.Parameter(rng.standard_normal(s)) for s in ((3, 2), (2, 2))]
+
+
+def _one_step(record, opt, params):
+    if record.sparse_grad:
+        import scipy.sparse as sp
+
+        for p in params:
+            p.grad = sp.csr_matrix(np.ones(p.shape))
+        return opt.step()
+    for p in params:
+        p.grad = np.ones_like(p)
+    if record.needs_closure:
+        def closure():
+            for p in params:
+                p.grad = np.asarray(p) * 2.0
+            return float(sum(np.sum(np.asarray(p) ** 2) for p in params))
+        return opt.step(closure)
+    return opt.step()
+
+
+@pytest.mark.parametrize("record", optim_db.RECORDS, ids=lambda r: r.name)
+def test_flags_match_the_optimizer(record):
+    signature = inspect.signature(record.cls).parameters
+    assert record.supports_maximize == ("maximize" in signature), "supports_maximize"
+    assert record.supports_weight_decay == ("weight_decay" in signature), "supports_weight_decay"
+    for options in record.option_sets + record.quick_options:
+        assert set(options) <= set(signature), f"unknown options {options}"
+    params = _params(record)
+    opt = record.make(params, **record.quick_options[0])
+    assert record.eager_state == (len(opt.state) > 0), "eager_state"
+    if record.needs_closure:
+        with pytest.raises((TypeError, RuntimeError, ValueError)):
+            opt.step()
+    _one_step(record, opt, params)
+    assert record.counts_steps == all("step" in opt.state[p] for p in params), "counts_steps"
+    if record.torch_oracle:
+        torch = pytest.importorskip("torch")
+        assert hasattr(torch.optim, record.torch_name or record.name), "torch_oracle"
+
+
+@pytest.mark.parametrize("name", sorted(_registry.RULES))
+def test_reference_reads_its_gradient_only(name):
+    """The bench refills its gradients in place and reuses them: a reference must not write them."""
+    rule = _registry.RULES[name]
+    rng = np.random.default_rng(1)
+    for options in optim_db.by_name(name).option_sets:
+        opt = _reference.make(name, [rng.standard_normal(5)], [rng.standard_normal(5)], **options)
+        grad = opt.grads[0].copy()
+        for _ in range(3):
+            opt.step()
+        assert opt.grads[0].tobytes() == grad.tobytes(), options
+    assert rule.n_write <= rule.n_read and rule.bench_kwargs
+
+
+def test_bench_iterates_the_registry():
+    from nopt import bench
+
+    assert bench.OPTIMIZERS is _registry.RULES
+    assert set(bench.BYTES) == set(_registry.RULES)
