@@ -5,8 +5,17 @@ Environment switches:
 - ``NOPT_DISABLE_OPENMP=1``: build serially even if OpenMP is available.
 - ``NOPT_CYTHON_DEBUG=1``: turn bounds checking and wraparound back on.
 - ``NOPT_EXTRA_CFLAGS``: extra compile flags (e.g. ``-march=native``).
+
+The elementwise kernels are generated: every ``RULE = Rule(...)`` in
+``nopt/*.py`` (see ``nopt/_kernels/_spec.py``) is rendered through
+``nopt/_kernels/rules.pyx.tp`` into ``nopt/_kernels/rules.pyx`` (not
+committed). Every other ``.pyx`` in ``nopt/_kernels`` is compiled as it is.
+Extensions are cythonized and compiled in parallel (one job per CPU, also
+under pip, which passes no ``-j``).
 """
+import ast
 import glob
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -105,8 +114,18 @@ def _base_flags(kind):
     return ["-O3", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off"]
 
 
+def _jobs():
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
 class BuildExt(build_ext):
-    """build_ext that probes OpenMP once and records the build config."""
+    """build_ext that probes OpenMP once, records the build config, and compiles in parallel."""
+
+    def finalize_options(self):
+        super().finalize_options()
+        if not self.parallel:
+            # pip and `setup.py build_ext` without -j: one job per CPU anyway.
+            self.parallel = _jobs()
 
     def build_extensions(self):
         from setuptools._distutils.sysconfig import customize_compiler
@@ -166,7 +185,63 @@ def _write_build_info(build_lib, **info):
             f.write(text)
 
 
+# ---------------------------------------------------------------- generated kernels
+def _load_spec():
+    path = os.path.join(HERE, KERNEL_DIR, "_spec.py")
+    spec = importlib.util.spec_from_file_location("_nopt_rule_spec", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _rule_specs(spec_module):
+    """Every ``Rule(...)`` assigned at module level in nopt/*.py, from its literal fields."""
+    rules = []
+    for path in sorted(glob.glob(os.path.join(HERE, "nopt", "*.py"))):
+        with open(path, encoding="utf-8") as f:
+            source = f.read()
+        if "Rule(" not in source:
+            continue
+        for node in ast.parse(source, path).body:
+            if not (isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)
+                    and getattr(node.value.func, "id", None) == "Rule"):
+                continue
+            call = node.value
+            where = f"{os.path.relpath(path, HERE)}:{node.lineno}"
+            fields = {}
+            try:
+                args = [ast.literal_eval(a) for a in call.args]
+                for kw in call.keywords:
+                    if kw.arg in spec_module.LITERAL_FIELDS:
+                        fields[kw.arg] = ast.literal_eval(kw.value)
+            except ValueError as exc:
+                raise SystemExit(f"{where}: the Rule fields {spec_module.LITERAL_FIELDS} must be "
+                                 f"literals (setup.py reads them without importing nopt): {exc}")
+            rules.append(spec_module.Rule(*args, **fields))
+    names = [r.name for r in rules]
+    if len(set(names)) != len(names):
+        raise SystemExit(f"two rules share a name: {sorted(names)}")
+    return rules
+
+
+def _render_rules():
+    """Write nopt/_kernels/rules.pyx from its template (only when it changes)."""
+    from Cython import Tempita
+
+    spec_module = _load_spec()
+    contexts = [spec_module.render_context(r) for r in _rule_specs(spec_module)]
+    template = os.path.join(HERE, KERNEL_DIR, "rules.pyx.tp")
+    with open(template, encoding="utf-8") as f:
+        text = Tempita.sub(f.read(), rules=contexts)
+    target = os.path.join(HERE, KERNEL_DIR, "rules.pyx")
+    old = open(target, encoding="utf-8").read() if os.path.exists(target) else None
+    if old != text:
+        with open(target, "w", encoding="utf-8") as f:
+            f.write(text)
+
+
 def _extensions():
+    _render_rules()
     debug = _flag("NOPT_CYTHON_DEBUG")
     directives = {
         "language_level": 3,
@@ -196,6 +271,7 @@ def _extensions():
         compiler_directives=directives,
         force=previous != wanted or _flag("NOPT_FORCE_CYTHON"),
         quiet=True,
+        nthreads=_jobs(),
     )
     os.makedirs(os.path.dirname(stamp), exist_ok=True)
     with open(stamp, "w") as f:

@@ -1,8 +1,39 @@
 """Adadelta: step sizes from running averages of squared gradients and updates."""
-from ._kernels.adadelta import adadelta as _adadelta_kernel
+from ._kernels._spec import Rule
 from .optimizer import Optimizer
 
 __all__ = ["Adadelta"]
+
+
+def _scalars(group, step):
+    return -group["lr"], group["rho"], 1.0 - group["rho"], group["eps"], group["weight_decay"]
+
+
+# The update does not use the step count (kept as torch keeps it).
+RULE = Rule(
+    "adadelta",
+    state=(("square_avg", 0), ("acc_delta", 0)),
+    args=("neg_lr", "rho", "one_minus_rho", "eps", "wd"),
+    flags=(("decay", "wd != 0"), ("maximize", None)),
+    body="""
+cdef floating p = param[j]
+cdef floating g = grad[j]
+cdef floating v = square_avg[j]
+cdef floating u = acc_delta[j]
+cdef floating d
+if maximize:
+    g = -g
+if decay:
+    g = g + wd * p
+v = v * rho + (one_minus_rho * g) * g
+square_avg[j] = v
+d = fsqrt(u + eps) / fsqrt(v + eps) * g
+acc_delta[j] = u * rho + (one_minus_rho * d) * d
+param[j] = p + neg_lr * d
+""",
+    scalars=_scalars,
+    switches=lambda group: {"maximize": bool(group["maximize"])},
+)
 
 
 class Adadelta(Optimizer):
@@ -46,8 +77,7 @@ class Adadelta(Optimizer):
        arXiv:1212.5701, 2012.
     """
 
-    _elementwise_state = ("square_avg", "acc_delta")
-    _required_state = ("step", "square_avg", "acc_delta")
+    rule = RULE
 
     def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0, *, maximize=False):
         if not 0.0 <= lr:
@@ -60,27 +90,3 @@ class Adadelta(Optimizer):
             raise ValueError(f"Invalid weight_decay value: {weight_decay}")
         defaults = dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize)
         super().__init__(params, defaults)
-
-    def step(self, closure=None):
-        """Perform one optimization step; return the closure's loss if given."""
-        return self._plan_then_run(closure)
-
-    def _plan(self, batch, calls, undo):
-        """Count the batch's step and append its kernel call (nothing runs yet)."""
-        cols, _, _ = self._count_step(batch, _KEYS, undo, cache=(batch.group_index, batch.is_double))
-        # The update does not use the step count: one call for the batch.
-        ptrs, chunks, n_threads = self._table([batch.params, batch.grads] + cols, batch.group_index)
-        group = batch.group
-        calls.append((_adadelta_kernel, (ptrs, chunks, batch.is_double, n_threads, group["lr"],
-                                         group["rho"], group["eps"], group["weight_decay"],
-                                         group["maximize"])))
-
-    def _init_state(self, batch, keys, undo):
-        """Zero state for the batch's parameters that have none."""
-        new = [p for p in batch.params if not self.state.get(p)]
-        for p, avg, acc in zip(new, self._flat_zeros(new), self._flat_zeros(new)):
-            self._fresh_state(p, undo).update(step=0.0, square_avg=avg, acc_delta=acc)
-
-
-_KEYS = ("square_avg", "acc_delta")
-

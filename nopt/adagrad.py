@@ -1,13 +1,42 @@
 """Adagrad: per-element step sizes from the running sum of squared gradients."""
 import sys
 
-import numpy as np
-
-from ._kernels.adagrad import adagrad as _adagrad_kernel
+from ._kernels._spec import Rule
 from .optimizer import Optimizer
 
 __all__ = ["Adagrad"]
 
+
+
+def _scalars(group, step):
+    # torch's decayed step size for the ``step``-th step.
+    clr = group["lr"] / (1 + (step - 1) * group["lr_decay"])
+    return -clr, group["eps"], group["weight_decay"]
+
+
+# ``sum`` starts at the constructor's initial_accumulator_value (torch's
+# ``defaults``), also for groups added later.
+RULE = Rule(
+    "adagrad",
+    state=(("sum", "defaults.initial_accumulator_value"),),
+    args=("neg_clr", "eps", "wd"),
+    flags=(("decay", "wd != 0"), ("maximize", None)),
+    body="""
+cdef floating p = param[j]
+cdef floating g = grad[j]
+cdef floating s = sum[j]
+if maximize:
+    g = -g
+if decay:
+    g = g + wd * p
+s = s + g * g
+sum[j] = s
+param[j] = p + (neg_clr * g) / (fsqrt(s) + eps)
+""",
+    doc="Apply one Adagrad step (step size ``-neg_clr``) to every array in the table (releases the GIL).",
+    scalars=_scalars,
+    switches=lambda group: {"maximize": bool(group["maximize"])},
+)
 
 class Adagrad(Optimizer):
     r"""Adagrad, as ``torch.optim.Adagrad`` (dense gradients only).
@@ -59,8 +88,7 @@ class Adagrad(Optimizer):
        Learning and Stochastic Optimization", JMLR 12, 2011.
     """
 
-    _elementwise_state = ("sum",)
-    _required_state = ("step", "sum")
+    rule = RULE
 
     def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0,
                  initial_accumulator_value=0, eps=1e-10, *, maximize=False):
@@ -79,20 +107,7 @@ class Adagrad(Optimizer):
         super().__init__(params, defaults)
         # Eager state, as torch's constructor: only for the groups given here.
         for group in self.param_groups:
-            self._add_state(group["params"], [])
-
-    def _add_state(self, params, undo):
-        """Fresh state (``step`` 0, ``sum`` filled) for ``params``, noted in ``undo``."""
-        value = self.defaults["initial_accumulator_value"]
-        for dtype in (np.float32, np.float64):
-            same = [p for p in params if p.dtype == dtype]
-            for p, acc in zip(same, self._flat_zeros(same)):
-                acc.fill(value)
-                self._fresh_state(p, undo).update(step=0.0, sum=acc)
-
-    def _init_state(self, batch, keys, undo):
-        """State for the batch's parameters that have none (groups added after the constructor)."""
-        self._add_state([p for p in batch.params if not self.state.get(p)], undo)
+            self._create_state(group["params"], group, [])
 
     def step(self, closure=None):
         """Perform one optimization step; return the closure's loss if given."""
@@ -120,32 +135,3 @@ class Adagrad(Optimizer):
                         f"{type(g).__name__}; Adagrad supports dense gradients only "
                         "(pass grad.toarray(), or use nopt.SparseAdam)"
                     ) from None
-
-    def _plan(self, batch, calls, undo):
-        """Count the batch's step and append its kernel calls (nothing runs yet)."""
-        group, params = batch.group, batch.params
-        (sums,), steps, common = self._count_step(batch, _KEYS, undo,
-                                                  cache=(batch.group_index, batch.is_double))
-        flags = (group["eps"], group["weight_decay"], group["maximize"])
-        if common is not None:
-            # The usual case: every parameter at the same count, one call.
-            ptrs, chunks, n_threads = self._table([params, batch.grads, sums], batch.group_index)
-            calls.append((_adagrad_kernel, (ptrs, chunks, batch.is_double, n_threads,
-                                            _clr(group, common)) + flags))
-            return
-        # The step size depends on the step count: one call per count.
-        for step, keep in self._split_by(params, steps):
-            ptrs, chunks, n_threads = self._table(
-                [[params[k] for k in keep], [batch.grads[k] for k in keep], [sums[k] for k in keep]],
-                (batch.group_index, keep[0]))
-            calls.append((_adagrad_kernel, (ptrs, chunks, batch.is_double, n_threads,
-                                            _clr(group, step)) + flags))
-
-
-_KEYS = ("sum",)
-
-
-def _clr(group, step):
-    """torch's decayed step size for the ``step``-th step."""
-    return group["lr"] / (1 + (step - 1) * group["lr_decay"])
-

@@ -4,21 +4,16 @@ This module also holds the helpers the other Adam-family optimizers
 (Adamax, NAdam, RAdam) share: hyperparameter validation and the checked,
 lazy creation of per-parameter state.
 
-A step of any of them is ``Optimizer._plan_then_run``: every batch is
-planned first (``Optimizer._count_step`` gathers the state and counts the
-step in one pass; the scalars are computed in Python; ``Optimizer._table``
-reuses last step's work table) and only then do the kernels run, so an
-error leaves everything as it was.
+Each optimizer here is its constructor (torch's signature and messages),
+its docstring and its rule spec (``RULE``, see ``nopt/_kernels/_spec.py``);
+``Optimizer`` plans and runs every step from the spec.
 """
 import numbers
 
-from ._kernels.adam import adam as _adam_kernel
+from ._kernels._spec import Rule
 from .optimizer import Optimizer
 
 __all__ = ["Adam", "AdamW"]
-
-_KEYS = ("exp_avg", "exp_avg_sq")
-_KEYS_AMSGRAD = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 
 
 # ---------------------------------------------------------------- shared helpers
@@ -63,52 +58,6 @@ def _validate(lr, betas, eps, weight_decay, **extra):
     return betas
 
 
-def _init_state(optimizer, batch, keys, undo):
-    """``Optimizer._init_state`` of the Adam family: check, then create missing state.
-
-    The class's ``_fresh`` dict holds the scalars a new state starts with
-    (``step`` first); the other ``keys`` are arrays. Every non-empty state of
-    the batch is checked first: one without all of them raises (naming the
-    parameter) before anything changes. Then each empty state is filled, as
-    torch's lazy initialisation does: the scalars, and a flat zero array per
-    array key.
-    """
-    state = optimizer.state
-    fresh = optimizer._fresh
-    arrays = [key for key in keys if key not in fresh]
-    wanted = tuple(fresh) + tuple(arrays)
-    new = []
-    for k, p in enumerate(batch.params):
-        s = state.get(p)
-        if not s:
-            new.append(p)
-            continue
-        missing = [key for key in wanted if s.get(key) is None]
-        if missing:
-            raise ValueError(
-                f"the state of param_groups[{batch.group_index}]['params'][{batch.indices[k]}] "
-                f"has no {', '.join(repr(m) for m in missing)} entry; expected the keys "
-                f"{list(wanted)} for this group's options (was an option such as "
-                "'amsgrad' switched on after the state was created?)"
-            )
-    zeros = [optimizer._flat_zeros(new) for _ in arrays]
-    for i, p in enumerate(new):
-        entry = optimizer._fresh_state(p, undo)
-        entry.update(fresh)
-        for key, column in zip(arrays, zeros):
-            entry[key] = column[i]
-
-
-def _split(batch, columns, steps):
-    """``(step, params, grads, columns)`` per distinct step count, in order."""
-    params, grads = batch.params, batch.grads
-    out = []
-    for step, part in Optimizer._split_by(params, steps):
-        out.append((step, [params[k] for k in part], [grads[k] for k in part],
-                    [[col[k] for k in part] for col in columns]))
-    return out
-
-
 def _decay_terms(group):
     """(decoupled factor, coupled L2 coefficient) for a group, as torch applies them.
 
@@ -124,7 +73,64 @@ def _decay_terms(group):
     return 1.0, wd
 
 
+def _sign(group):
+    return -1.0 if group["maximize"] else 1.0
+
+
 # ---------------------------------------------------------------- Adam
+def _adam_scalars(group, step):
+    beta1, beta2 = group["betas"]
+    decay, l2 = _decay_terms(group)
+    bias_correction1 = 1 - beta1 ** step
+    bias_correction2 = 1 - beta2 ** step
+    return (_sign(group), decay, l2, 1 - beta1, beta2, 1 - beta2, 1 / bias_correction2 ** 0.5,
+            group["eps"], -(group["lr"] / bias_correction1))
+
+
+# Order of operations: torch's single-tensor Adam. ``lerp`` is torch's
+# two-sided formula (picked by the weight in the array's type, once a call).
+# The sign (maximize) and the decoupled factor stay multiplications by +-1
+# and by 1: exact, and free next to the divide.
+RULE = Rule(
+    "adam",
+    state=(("exp_avg", 0), ("exp_avg_sq", 0), ("max_exp_avg_sq", 0, "amsgrad")),
+    args=("sign", "decay", "wd", "w", "beta2", "one_minus_beta2", "inv_bc2_sqrt", "eps",
+          "neg_step"),
+    derived=(("w_minus_1", "w_t - 1"),),
+    flags=(("coupled", "wd != 0"), ("small", "fabs_(w_t) < 0.5"), ("amsgrad", None)),
+    body="""
+cdef floating g = sign * grad[j]
+cdef floating p = param[j] * decay
+cdef floating m = exp_avg[j]
+cdef floating v = exp_avg_sq[j]
+cdef floating vmax, d
+if coupled:
+    g = g + wd * p
+if small:
+    m = m + w * (g - m)
+else:
+    m = g + w_minus_1 * (g - m)
+v = v * beta2 + one_minus_beta2 * g * g
+exp_avg[j] = m
+exp_avg_sq[j] = v
+if amsgrad:
+    vmax = max_nan(max_exp_avg_sq[j], v)
+    max_exp_avg_sq[j] = vmax
+    v = vmax
+d = fsqrt(v) * inv_bc2_sqrt + eps
+param[j] = p + neg_step * m / d
+""",
+    doc="""Apply one Adam step to every array in the table (releases the GIL).
+
+    ``sign`` is -1 to maximize; ``decay`` the decoupled factor ``1 - lr*wd``
+    (1 when coupled); ``wd`` the coupled L2 term (0 when decoupled); ``w``
+    the lerp weight ``1 - beta1``; ``inv_bc2_sqrt`` is
+    ``1/sqrt(1 - beta2**t)`` and ``neg_step`` is ``-lr/(1 - beta1**t)``.""",
+    scalars=_adam_scalars,
+    switches=lambda group: {"amsgrad": bool(group["amsgrad"])},
+)
+
+
 class Adam(Optimizer):
     r"""Adam, as ``torch.optim.Adam`` (single-tensor path).
 
@@ -176,11 +182,7 @@ class Adam(Optimizer):
     .. [3] Loshchilov and Hutter, "Decoupled Weight Decay Regularization", ICLR 2019.
     """
 
-    _elementwise_state = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
-    _required_state = ("step", "exp_avg", "exp_avg_sq")
-    # Scalars a new state starts with (see _init_state).
-    _fresh = {"step": 0.0}
-    _init_state = _init_state
+    rule = RULE
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  amsgrad=False, *, maximize=False, decoupled_weight_decay=False):
@@ -188,36 +190,6 @@ class Adam(Optimizer):
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                         maximize=maximize, decoupled_weight_decay=decoupled_weight_decay)
         super().__init__(params, defaults)
-
-    def step(self, closure=None):
-        """Perform one optimization step; return the closure's loss if given."""
-        return self._plan_then_run(closure)
-
-    def _plan(self, batch, calls, undo):
-        """Count the batch's step and append its kernel calls (nothing runs yet)."""
-        group = batch.group
-        amsgrad = group["amsgrad"]
-        keys = _KEYS_AMSGRAD if amsgrad else _KEYS
-        # A step cache per batch: an unchanged many-array group skips re-reading its state.
-        tag = (batch.group_index, batch.is_double)
-        columns, steps, common = self._count_step(batch, keys, undo, cache=tag)
-        if common is not None:
-            parts = ((common, batch.params, batch.grads, columns),)
-        else:
-            parts = _split(batch, columns, steps)
-        beta1, beta2 = group["betas"]
-        lr = group["lr"]
-        eps = group["eps"]
-        decay, l2 = _decay_terms(group)
-        sign = -1.0 if group["maximize"] else 1.0
-        for k, (step, params, grads, part) in enumerate(parts):
-            bias_correction1 = 1 - beta1 ** step
-            bias_correction2 = 1 - beta2 ** step
-            inv_bc2_sqrt = 1 / bias_correction2 ** 0.5
-            neg_step = -(lr / bias_correction1)
-            ptrs, chunks, n_threads = self._table([params, grads, *part], (batch.group_index, k))
-            calls.append((_adam_kernel, (ptrs, chunks, batch.is_double, n_threads, sign, decay, l2,
-                                         1 - beta1, beta2, inv_bc2_sqrt, eps, neg_step, amsgrad)))
 
 
 class AdamW(Adam):

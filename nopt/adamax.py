@@ -1,11 +1,45 @@
 """Adamax: Adam with an infinity-norm second moment."""
-from ._kernels.adamax import adamax as _adamax_kernel
-from .adam import _init_state, _split, _validate
+from ._kernels._spec import Rule
+from .adam import _sign, _validate
 from .optimizer import Optimizer
 
 __all__ = ["Adamax"]
 
-_KEYS = ("exp_avg", "exp_inf")
+
+def _scalars(group, step):
+    beta1, beta2 = group["betas"]
+    return (_sign(group), group["weight_decay"], 1 - beta1, beta2, group["eps"],
+            -(group["lr"] / (1 - beta1 ** step)))
+
+
+RULE = Rule(
+    "adamax",
+    state=(("exp_avg", 0), ("exp_inf", 0)),
+    args=("sign", "wd", "w", "beta2", "eps", "neg_clr"),
+    derived=(("w_minus_1", "w_t - 1"),),
+    flags=(("coupled", "wd != 0"), ("small", "fabs_(w_t) < 0.5")),
+    body="""
+cdef floating g = sign * grad[j]
+cdef floating p = param[j]
+cdef floating m = exp_avg[j]
+cdef floating u = exp_inf[j]
+if coupled:
+    g = g + wd * p
+if small:
+    m = m + w * (g - m)
+else:
+    m = g + w_minus_1 * (g - m)
+u = max_nan(u * beta2, fabs_(g) + eps)
+exp_avg[j] = m
+exp_inf[j] = u
+param[j] = p + neg_clr * m / u
+""",
+    doc="""Apply one Adamax step to every array in the table (releases the GIL).
+
+    ``sign`` is -1 to maximize; ``w`` the lerp weight ``1 - beta1``;
+    ``neg_clr`` is ``-lr/(1 - beta1**t)``.""",
+    scalars=_scalars,
+)
 
 
 class Adamax(Optimizer):
@@ -49,37 +83,10 @@ class Adamax(Optimizer):
     .. [1] Kingma and Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015, section 7.
     """
 
-    _elementwise_state = _KEYS
-    _required_state = ("step", "exp_avg", "exp_inf")
-    _fresh = {"step": 0.0}
-    _init_state = _init_state
+    rule = RULE
 
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, *,
                  maximize=False):
         betas = _validate(lr, betas, eps, weight_decay)
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize)
         super().__init__(params, defaults)
-
-    def step(self, closure=None):
-        """Perform one optimization step; return the closure's loss if given."""
-        return self._plan_then_run(closure)
-
-    def _plan(self, batch, calls, undo):
-        """Count the batch's step and append its kernel calls (nothing runs yet)."""
-        group = batch.group
-        tag = (batch.group_index, batch.is_double)
-        columns, steps, common = self._count_step(batch, _KEYS, undo, cache=tag)
-        if common is not None:
-            parts = ((common, batch.params, batch.grads, columns),)
-        else:
-            parts = _split(batch, columns, steps)
-        beta1, beta2 = group["betas"]
-        lr = group["lr"]
-        wd = group["weight_decay"]
-        eps = group["eps"]
-        sign = -1.0 if group["maximize"] else 1.0
-        for k, (step, params, grads, part) in enumerate(parts):
-            neg_clr = -(lr / (1 - beta1 ** step))
-            ptrs, chunks, n_threads = self._table([params, grads, *part], (batch.group_index, k))
-            calls.append((_adamax_kernel, (ptrs, chunks, batch.is_double, n_threads, sign, wd,
-                                           1 - beta1, beta2, eps, neg_clr)))

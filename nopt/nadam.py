@@ -1,16 +1,11 @@
 """NAdam: Adam with Nesterov momentum and a momentum-decay schedule."""
 import struct
 
-from ._kernels.nadam import nadam as _nadam_kernel
-from .adam import _decay_terms, _init_state, _validate
+from ._kernels._spec import Rule
+from .adam import _decay_terms, _sign, _validate
 from .optimizer import Optimizer
 
 __all__ = ["NAdam"]
-
-_KEYS = ("exp_avg", "exp_avg_sq")
-# State gathered per step: the arrays, then the running product of mu.
-_COLUMNS = _KEYS + ("mu_product",)
-
 
 _F32 = struct.Struct("f")
 
@@ -20,10 +15,60 @@ def _round_f32(x):
     return _F32.unpack(_F32.pack(x))[0]
 
 
-def _store(state, params, key, value):
-    """``state[p][key] = value`` for every ``p`` in ``params``."""
-    for p in params:
-        state[p][key] = value
+def _scalars(group, step, mu_product):
+    beta1, beta2 = group["betas"]
+    lr, psi = group["lr"], group["momentum_decay"]
+    decay, l2 = _decay_terms(group)
+    mu = beta1 * (1.0 - 0.5 * (0.96 ** (step * psi)))
+    mu_next = beta1 * (1.0 - 0.5 * (0.96 ** ((step + 1) * psi)))
+    # float32 product of float32 operands, as torch's `mu_product *= mu`
+    # (the double product of two floats is exact: one rounding, as float32's).
+    mu_product = _round_f32(_round_f32(mu_product) * _round_f32(mu))
+    mu_product_next = mu_product * mu_next
+    c_grad = -lr * (1.0 - mu) / (1.0 - mu_product)
+    c_avg = (-lr * mu_next) / (1.0 - mu_product_next)
+    args = (_sign(group), decay, l2, 1 - beta1, beta2, 1 - beta2, 1 / (1 - beta2 ** step),
+            group["eps"], c_grad, c_avg)
+    return args, (mu_product,)
+
+
+RULE = Rule(
+    "nadam",
+    state=(("exp_avg", 0), ("exp_avg_sq", 0)),
+    scalar_state=("mu_product",),
+    start=lambda group: (1.0,),
+    args=("sign", "decay", "wd", "w", "beta2", "one_minus_beta2", "inv_bc2", "eps", "c_grad",
+          "c_avg"),
+    derived=(("w_minus_1", "w_t - 1"),),
+    flags=(("coupled", "wd != 0"), ("small", "fabs_(w_t) < 0.5")),
+    body="""
+cdef floating g = sign * grad[j]
+cdef floating p = param[j] * decay
+cdef floating m = exp_avg[j]
+cdef floating v = exp_avg_sq[j]
+cdef floating d
+if coupled:
+    g = g + wd * p
+if small:
+    m = m + w * (g - m)
+else:
+    m = g + w_minus_1 * (g - m)
+v = v * beta2 + one_minus_beta2 * g * g
+exp_avg[j] = m
+exp_avg_sq[j] = v
+d = fsqrt(v * inv_bc2) + eps
+p = p + c_grad * g / d
+param[j] = p + c_avg * m / d
+""",
+    doc="""Apply one NAdam step to every array in the table (releases the GIL).
+
+    ``sign`` is -1 to maximize; ``decay`` the decoupled factor ``1 - lr*wd``
+    (1 when coupled); ``wd`` the coupled L2 term (0 when decoupled); ``w``
+    the lerp weight ``1 - beta1``; ``inv_bc2`` is ``1/(1 - beta2**t)``;
+    ``c_grad`` and ``c_avg`` the (negative) step coefficients of the
+    gradient and of the first moment.""",
+    scalars=_scalars,
+)
 
 
 class NAdam(Optimizer):
@@ -80,10 +125,7 @@ class NAdam(Optimizer):
     .. [2] Loshchilov and Hutter, "Decoupled Weight Decay Regularization", ICLR 2019.
     """
 
-    _elementwise_state = _KEYS
-    _required_state = ("step", "mu_product", "exp_avg", "exp_avg_sq")
-    _fresh = {"step": 0.0, "mu_product": 1.0}
-    _init_state = _init_state
+    rule = RULE
 
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  momentum_decay=4e-3, decoupled_weight_decay=False, *, maximize=False):
@@ -92,45 +134,3 @@ class NAdam(Optimizer):
                         momentum_decay=momentum_decay,
                         decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)
         super().__init__(params, defaults)
-
-    def step(self, closure=None):
-        """Perform one optimization step; return the closure's loss if given."""
-        return self._plan_then_run(closure)
-
-    def _plan(self, batch, calls, undo):
-        """Count the batch's step and append its kernel calls (nothing runs yet).
-
-        Each kernel call is followed by a call storing its parameters' new
-        ``mu_product``: planning computes it but leaves the state as it was.
-        """
-        group = batch.group
-        columns, steps, common = self._count_step(batch, _COLUMNS, undo)
-        exp_avgs, exp_avg_sqs, mus = columns
-        beta1, beta2 = group["betas"]
-        lr, psi, eps = group["lr"], group["momentum_decay"], group["eps"]
-        decay, l2 = _decay_terms(group)
-        sign = -1.0 if group["maximize"] else 1.0
-        params, grads = batch.params, batch.grads
-        if common is not None and mus.count(mus[0]) == len(mus):
-            parts = [((common, float(mus[0])), range(len(params)))]
-        else:
-            parts = self._split_by(params, list(zip(steps, map(float, mus))))
-        for k, ((step, mu_product), part) in enumerate(parts):
-            mu = beta1 * (1.0 - 0.5 * (0.96 ** (step * psi)))
-            mu_next = beta1 * (1.0 - 0.5 * (0.96 ** ((step + 1) * psi)))
-            # float32 product of float32 operands, as torch's `mu_product *= mu`
-            # (the double product of two floats is exact: one rounding, as float32's).
-            mu_product = _round_f32(_round_f32(mu_product) * _round_f32(mu))
-            mu_product_next = mu_product * mu_next
-            c_grad = -lr * (1.0 - mu) / (1.0 - mu_product)
-            c_avg = (-lr * mu_next) / (1.0 - mu_product_next)
-            if len(parts) > 1:
-                params, grads = [batch.params[i] for i in part], [batch.grads[i] for i in part]
-                streams = [params, grads, [exp_avgs[i] for i in part], [exp_avg_sqs[i] for i in part]]
-            else:
-                streams = [params, grads, exp_avgs, exp_avg_sqs]
-            ptrs, chunks, n_threads = self._table(streams, (batch.group_index, k))
-            calls.append((_nadam_kernel, (ptrs, chunks, batch.is_double, n_threads, sign, decay, l2,
-                                          1 - beta1, beta2, 1 / (1 - beta2 ** step), eps, c_grad,
-                                          c_avg)))
-            calls.append((_store, (self.state, params, "mu_product", mu_product)))

@@ -1,9 +1,11 @@
 """The ``Optimizer`` base class: torch.optim's semantics over NumPy Parameters.
 
-Subclasses hold one update rule each. A subclass's ``step`` calls
-``self._batches()``, which checks every parameter and gradient of every group
-*before* anything is changed, then runs one kernel call per batch (a group's
-parameters of one dtype).
+Subclasses hold one update rule each. An elementwise optimizer sets ``rule``
+(a :class:`nopt._kernels._spec.Rule`), and the base class's ``step`` plans
+and runs it: ``self._batches()`` checks every parameter and gradient of
+every group *before* anything is changed, ``_plan`` creates and gathers the
+state, counts the step and computes the scalars from the spec, and then one
+kernel call runs per batch (a group's parameters of one dtype).
 """
 import functools
 import itertools
@@ -14,7 +16,7 @@ from itertools import chain
 
 import numpy as np
 
-from ._kernels import _plan
+from ._kernels import _plan, rules as _rules
 from ._kernels._plan import StateDict, StateMap
 from ._parameter import Parameter
 
@@ -151,9 +153,18 @@ class Optimizer:
     # Keys every non-empty per-parameter state must hold, whatever the options
     # (checked on load, so a bad checkpoint fails there and not in a step).
     _required_state = ()
+    # The elementwise update rule (nopt/_kernels/_spec.py) that ``step`` plans
+    # and runs; None for optimizers with a ``step`` of their own.
+    rule = None
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
+        rule = cls.__dict__.get("rule")
+        if rule is not None:
+            cls._kernel = staticmethod(getattr(_rules, rule.name))
+            cls._elementwise_state = rule.stream_keys
+            cls._required_state = ((("step",) if rule.step else ()) + rule.scalar_state
+                                   + tuple(key for key, _, when in rule.state if when is None))
         step = cls.__dict__.get("step")
         if step is not None and not getattr(step, "_nopt_hooked", False):
             cls.step = _with_step_hooks(step)
@@ -281,9 +292,12 @@ class Optimizer:
                         p.grad.fill(0)
 
     # ------------------------------------------------------------------ step
+    @_with_step_hooks
     def step(self, closure=None):
-        """Perform a single optimization step; return the closure's loss."""
-        raise NotImplementedError
+        """Perform a single optimization step; return the closure's loss if given."""
+        if self.rule is None:
+            raise NotImplementedError
+        return self._plan_then_run(closure)
 
     def _batches(self):
         """Check every group, then return its stepping batches.
@@ -466,6 +480,216 @@ class Optimizer:
             function(*args)
         return loss
 
+    # ------------------------------------------------------------------ the rule's plan
+    def _plan(self, batch, calls, undo):
+        """Plan the batch's step from ``self.rule``: append its kernel calls (nothing runs yet).
+
+        Creates missing state (:meth:`_init_state`), gathers the state arrays
+        and counts the step (:meth:`_count_step`, with a step cache when the
+        rule keeps no scalar state), computes the scalars with
+        ``rule.scalars`` once per distinct (step, scalar state), and appends
+        one kernel call per distinct set of scalars, each followed by the
+        store of the next scalar state, if the rule keeps one.
+        """
+        rule = self.rule
+        if rule is None:
+            raise NotImplementedError(f"{type(self).__name__} has no rule and no _plan")
+        group = batch.group
+        keys, flags = rule.resolve(group)
+        if rule.fresh_flag is not None:
+            self._plan_fresh(batch, calls, undo, keys, flags)
+            return
+        gather = keys + rule.scalar_state
+        params, grads = batch.params, batch.grads
+        if rule.step:
+            # Only arrays may be cached (see _plan.StepCache): no cache for
+            # rules whose scalar state changes every step.
+            tag = None if rule.scalar_state else (batch.group_index, batch.is_double)
+            columns, steps, common = self._count_step(batch, gather, undo, cache=tag)
+        else:
+            columns, steps, common = self._gather_state(batch, gather, undo), None, None
+        if not rule.scalar_state and (common is not None or not rule.step):
+            parts = [(rule.scalars(group, common), None, params, grads, columns)]
+        else:
+            # The usual case: one step count and one scalar state for the batch.
+            values = [] if common is not None and rule.step else None
+            for col in columns[len(keys):]:
+                if values is None or col.count(col[0]) != len(col):
+                    values = None
+                    break
+                values.append(float(col[0]))
+            if values is not None:
+                args, after = rule.scalars(group, common, *values)
+                parts = [(args, tuple(after), params, grads, columns)]
+            else:
+                parts = self._parts(batch, columns[:len(keys)], columns[len(keys):], steps)
+        for k, (args, after, part_params, part_grads, cols) in enumerate(parts):
+            ptrs, chunks, n_threads = self._table(
+                [part_params, part_grads, *cols[:len(keys)]], (batch.group_index, k))
+            calls.append((self._kernel,
+                          (ptrs, chunks, batch.is_double, n_threads) + tuple(args) + flags))
+            if after is not None:
+                calls.append((_plan.store, (self.state, part_params, rule.scalar_state,
+                                            tuple(after))))
+
+    def _parts(self, batch, arrays, scalars, steps):
+        """Split a batch by (step, scalar state): ``(args, after, params, grads, arrays)`` each.
+
+        Parameters whose scalars come out the same share one call (e.g.
+        RMSprop's, whose scalars do not depend on the step).
+        """
+        rule = self.rule
+        params, grads, group = batch.params, batch.grads, batch.group
+        n = len(params)
+        values = [((steps[k],) if steps is not None else ()) + tuple(float(c[k]) for c in scalars)
+                  for k in range(n)]
+        merged = {}
+        for value, indices in self._split_by(params, values):
+            out = rule.scalars(group, *value) if rule.step else rule.scalars(group, None, *value)
+            args, after = (out[0], tuple(out[1])) if rule.scalar_state else (out, None)
+            merged.setdefault((tuple(args), after), []).extend(indices)
+        parts = []
+        for (args, after), indices in merged.items():
+            if len(indices) == n:
+                parts.append((args, after, params, grads, arrays))
+                continue
+            indices.sort()
+            parts.append((args, after, [params[k] for k in indices], [grads[k] for k in indices],
+                          [[col[k] for k in indices] for col in arrays]))
+        return parts
+
+    def _gather_state(self, batch, keys, undo):
+        """The state columns of ``keys`` for a rule without a step count, creating missing state."""
+        columns, missing = self._state_columns(batch.params, keys)
+        if missing:
+            self._init_state(batch, keys, undo)
+            columns, missing = self._state_columns(batch.params, keys)
+            if missing:
+                raise self._incomplete_state(batch, keys)
+        return columns
+
+    def _plan_fresh(self, batch, calls, undo, keys, flags):
+        """Plan a rule with a ``"fresh"`` flag (SGD): new state arrays get their own call.
+
+        The flag is True for the parameters whose arrays this step creates
+        (SGD's momentum buffer then takes the gradient itself, as torch's
+        clone), False for the others.
+        """
+        rule = self.rule
+        group, params, grads = batch.group, batch.params, batch.grads
+        args = tuple(rule.scalars(group, None))
+        if not keys:
+            parts = [(False, params, grads, [])]
+        else:
+            columns, missing = self._state_columns(params, keys)
+            if not missing:
+                parts = [(False, params, grads, columns)]
+            else:
+                parts = []
+                for fresh in (False, True):
+                    keep = [k for k in range(len(params))
+                            if any(col[k] is None for col in columns) == fresh]
+                    if not keep:
+                        continue
+                    part = [params[k] for k in keep]
+                    if fresh:
+                        self._new_arrays(part, keys, group, undo)
+                        state = self.state
+                        cols = [[state[p][key] for p in part] for key in keys]
+                    else:
+                        cols = [[col[k] for k in keep] for col in columns]
+                    parts.append((fresh, part, [grads[k] for k in keep], cols))
+        for fresh, part, part_grads, cols in parts:
+            ptrs, chunks, n_threads = self._table([part, part_grads, *cols],
+                                                  (batch.group_index, fresh))
+            calls.append((self._kernel,
+                          (ptrs, chunks, batch.is_double, n_threads) + args + flags[fresh]))
+
+    def _init_state(self, batch, keys, undo):
+        """Check the batch's state against the rule, then create what is missing.
+
+        ``keys`` are the state arrays the step needs, then the rule's scalar
+        state. A non-empty state that lacks any of them (or ``step``) raises
+        ValueError naming the parameter, before anything changes, unless the
+        rule starts missing arrays itself (``add_missing``). Empty states are
+        filled as torch's lazy initialisation does: ``step`` 0, the scalar
+        state's start values and the arrays (in flat per-batch buffers).
+        """
+        rule = self.rule
+        state = self.state
+        wanted = (("step",) if rule.step else ()) + rule.scalar_state + tuple(
+            key for key in keys if key not in rule.scalar_state)
+        arrays = [key for key in keys if key not in rule.scalar_state]
+        new, lacking = [], []
+        for k, p in enumerate(batch.params):
+            s = state.get(p)
+            if not s:
+                new.append(p)
+                continue
+            missing = [key for key in wanted if s.get(key) is None]
+            if not missing:
+                continue
+            if rule.add_missing:
+                lacking.append(p)
+                continue
+            raise ValueError(
+                f"the state of param_groups[{batch.group_index}]['params'][{batch.indices[k]}] "
+                f"has no {', '.join(repr(m) for m in missing)} entry; expected the keys "
+                f"{list(wanted)} for this group's options (was an option such as "
+                "'amsgrad' switched on after the state was created?)"
+            )
+        group = batch.group
+        self._create_state(new, group, undo, arrays)
+        for key in arrays:
+            without = [p for p in lacking if state[p].get(key) is None]
+            self._new_arrays(without, (key,), group, undo)
+
+    def _create_state(self, params, group, undo, keys=None):
+        """New state for ``params`` (which have none): ``step`` 0, the scalar state, the arrays.
+
+        ``keys``: the arrays to create (default: those of the group's
+        options). Parameters of either dtype; noted in ``undo``.
+        """
+        rule = self.rule
+        if not params:
+            return
+        if keys is None:
+            switches = rule.switches(group) if rule.switches is not None else {}
+            keys = rule.keys_for(switches)
+        start = {}
+        if rule.step:
+            start["step"] = 0.0
+        if rule.scalar_state:
+            start.update(zip(rule.scalar_state, rule.start(group)))
+        for p in params:
+            self._fresh_state(p, undo).update(start)
+        for dtype in sorted({p.dtype.str for p in params}):
+            self._new_arrays([p for p in params if p.dtype.str == dtype], keys, group, undo)
+
+    def _new_arrays(self, params, keys, group, undo):
+        """Give every parameter in ``params`` (one dtype) a new array per key, filled with its init.
+
+        The arrays of one key are views into one flat buffer (see
+        :meth:`_flat_zeros`); the change is noted in ``undo``.
+        """
+        if not params:
+            return
+        inits = {key: init for key, init, _ in self.rule.state}
+        for key in keys:
+            value = self._init_value(inits[key], group)
+            for p, array in zip(params, self._flat_zeros(params)):
+                if value != 0:
+                    array.fill(value)
+                self._fresh_state(p, undo)[key] = array
+
+    def _init_value(self, init, group):
+        """A state array's start value: a number, ``group[name]`` or ``defaults[name]``."""
+        if isinstance(init, str):
+            if init.startswith("defaults."):
+                return self.defaults[init[len("defaults."):]]
+            return group[init]
+        return init
+
     @functools.cached_property
     def _number_keys(self):
         """The hyperparameters whose default is a number (checked before every step)."""
@@ -507,7 +731,10 @@ class Optimizer:
         state = self.state
         before = state.get(param)
         undo.append((param, None if before is None else dict(before)))
-        return state[param]
+        if before is None:
+            # (Also when ``state`` is a plain dict or a defaultdict set by hand.)
+            before = state[param] = StateDict()
+        return before
 
     def _revert(self, undo):
         """Undo, latest first, the changes a failed plan noted in ``undo``.

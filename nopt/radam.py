@@ -1,11 +1,9 @@
 """RAdam: Adam with a rectified adaptive learning rate."""
-from ._kernels.radam import radam as _radam_kernel
-from .adam import _decay_terms, _init_state, _split, _validate
+from ._kernels._spec import Rule
+from .adam import _decay_terms, _sign, _validate
 from .optimizer import Optimizer
 
 __all__ = ["RAdam"]
-
-_KEYS = ("exp_avg", "exp_avg_sq")
 
 
 def _rectification(beta2, step):
@@ -17,6 +15,55 @@ def _rectification(beta2, step):
         return rho_t, None
     rect = ((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
     return rho_t, rect
+
+
+def _scalars(group, step):
+    beta1, beta2 = group["betas"]
+    lr = group["lr"]
+    decay, l2 = _decay_terms(group)
+    bias_correction1 = 1 - beta1 ** step
+    _, rect = _rectification(beta2, step)
+    if rect is None:
+        coef = -(lr / bias_correction1)
+    else:
+        coef = -(lr * rect * (1 - beta2 ** step) ** 0.5 / bias_correction1)
+    return (_sign(group), decay, l2, 1 - beta1, beta2, 1 - beta2, group["eps"], coef,
+            0.0 if rect is None else 1.0)
+
+
+RULE = Rule(
+    "radam",
+    state=(("exp_avg", 0), ("exp_avg_sq", 0)),
+    args=("sign", "decay", "wd", "w", "beta2", "one_minus_beta2", "eps", "coef", "rectify"),
+    derived=(("w_minus_1", "w_t - 1"),),
+    flags=(("coupled", "wd != 0"), ("small", "fabs_(w_t) < 0.5"), ("rectified", "rectify != 0")),
+    body="""
+cdef floating g = sign * grad[j]
+cdef floating p = param[j] * decay
+cdef floating m = exp_avg[j]
+cdef floating v = exp_avg_sq[j]
+if coupled:
+    g = g + wd * p
+if small:
+    m = m + w * (g - m)
+else:
+    m = g + w_minus_1 * (g - m)
+v = v * beta2 + one_minus_beta2 * g * g
+exp_avg[j] = m
+exp_avg_sq[j] = v
+if rectified:
+    param[j] = p + coef * m / (fsqrt(v) + eps)
+else:
+    param[j] = p + coef * m
+""",
+    doc="""Apply one RAdam step to every array in the table (releases the GIL).
+
+    ``sign`` is -1 to maximize; ``decay`` the decoupled factor ``1 - lr*wd``
+    (1 when coupled); ``wd`` the coupled L2 term (0 when decoupled); ``w``
+    the lerp weight ``1 - beta1``; ``coef`` the (negative) step
+    coefficient, with the adaptive denominator only when ``rectify`` is 1.""",
+    scalars=_scalars,
+)
 
 
 class RAdam(Optimizer):
@@ -71,10 +118,7 @@ class RAdam(Optimizer):
     .. [1] Liu et al., "On the Variance of the Adaptive Learning Rate and Beyond", ICLR 2020.
     """
 
-    _elementwise_state = _KEYS
-    _required_state = ("step", "exp_avg", "exp_avg_sq")
-    _fresh = {"step": 0.0}
-    _init_state = _init_state
+    rule = RULE
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  decoupled_weight_decay=False, *, maximize=False):
@@ -82,32 +126,3 @@ class RAdam(Optimizer):
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                         decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)
         super().__init__(params, defaults)
-
-    def step(self, closure=None):
-        """Perform one optimization step; return the closure's loss if given."""
-        return self._plan_then_run(closure)
-
-    def _plan(self, batch, calls, undo):
-        """Count the batch's step and append its kernel calls (nothing runs yet)."""
-        group = batch.group
-        tag = (batch.group_index, batch.is_double)
-        columns, steps, common = self._count_step(batch, _KEYS, undo, cache=tag)
-        if common is not None:
-            parts = ((common, batch.params, batch.grads, columns),)
-        else:
-            parts = _split(batch, columns, steps)
-        beta1, beta2 = group["betas"]
-        lr = group["lr"]
-        eps = group["eps"]
-        decay, l2 = _decay_terms(group)
-        sign = -1.0 if group["maximize"] else 1.0
-        for k, (step, params, grads, part) in enumerate(parts):
-            bias_correction1 = 1 - beta1 ** step
-            _, rect = _rectification(beta2, step)
-            if rect is None:
-                coef = -(lr / bias_correction1)
-            else:
-                coef = -(lr * rect * (1 - beta2 ** step) ** 0.5 / bias_correction1)
-            ptrs, chunks, n_threads = self._table([params, grads, *part], (batch.group_index, k))
-            calls.append((_radam_kernel, (ptrs, chunks, batch.is_double, n_threads, sign, decay, l2,
-                                          1 - beta1, beta2, eps, coef, rect is not None)))

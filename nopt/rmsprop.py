@@ -1,8 +1,73 @@
 """RMSprop: gradients scaled by a running root mean square."""
-from ._kernels.rmsprop import rmsprop as _rmsprop_kernel
+from ._kernels._spec import Rule
 from .optimizer import Optimizer
 
 __all__ = ["RMSprop"]
+
+
+def _scalars(group, step):
+    return (-group["lr"], group["alpha"], 1.0 - group["alpha"], group["eps"], group["momentum"],
+            group["weight_decay"])
+
+
+def _switches(group):
+    return {"maximize": bool(group["maximize"]), "use_momentum": group["momentum"] > 0,
+            "centered": bool(group["centered"])}
+
+
+# Torch's single-tensor order of operations, and its fused multiply-adds
+# (torch's CPU kernels use FMA for add(alpha=), addcmul and lerp; fma_ rounds
+# once in float32, see _compat.h):
+#   g          = fma(weight_decay, param, g)
+#   square_avg = fma((1 - alpha) * g, g, square_avg * alpha)
+#   grad_avg   = lerp(grad_avg, g, 1 - alpha)   (centered; torch's two-sided lerp:
+#                fma(w, g - m, m) for |w| < 0.5, else fma(-(1 - w), g - m, g))
+#   avg        = sqrt(fma(-grad_avg, grad_avg, square_avg)) + eps   (or sqrt(square_avg) + eps)
+#   buf        = buf * momentum + g / avg;  param = fma(-lr, buf, param)   (momentum > 0)
+#   param      = param + (-lr * g) / avg                                   (otherwise)
+# The centered variance is a difference of nearly equal terms, so one extra
+# rounding there changes float32 results visibly after a few dozen steps.
+# torch converts the lerp weight w = 1 - alpha to the array's type first.
+# The update does not use the step count (kept as torch keeps it).
+RULE = Rule(
+    "rmsprop",
+    state=(("square_avg", 0), ("momentum_buffer", 0, "use_momentum"), ("grad_avg", 0, "centered")),
+    args=("neg_lr", "alpha", "one_minus_alpha", "eps", "momentum", "wd"),
+    derived=(("from_start", "fabs_(one_minus_alpha_t) < 0.5", "bint"),
+             ("lerp_coef", "one_minus_alpha_t if from_start_t else -(1 - one_minus_alpha_t)")),
+    flags=(("decay", "wd != 0"), ("maximize", None), ("use_momentum", None), ("centered", None)),
+    isa="fma",
+    add_missing=True,
+    body="""
+cdef floating p = param[j]
+cdef floating g = grad[j]
+cdef floating v = square_avg[j]
+cdef floating m, b, base, avg
+if maximize:
+    g = -g
+if decay:
+    g = fma_(wd, p, g)
+v = fma_(one_minus_alpha * g, g, v * alpha)
+square_avg[j] = v
+if centered:
+    m = grad_avg[j]
+    base = m if from_start else g
+    m = fma_(lerp_coef, g - m, base)
+    grad_avg[j] = m
+    avg = fsqrt(fma_(-m, m, v)) + eps
+else:
+    avg = fsqrt(v) + eps
+if use_momentum:
+    b = momentum_buffer[j]
+    b = b * momentum + g / avg
+    momentum_buffer[j] = b
+    param[j] = fma_(neg_lr, b, p)
+else:
+    param[j] = p + (neg_lr * g) / avg
+""",
+    scalars=_scalars,
+    switches=_switches,
+)
 
 
 class RMSprop(Optimizer):
@@ -59,8 +124,7 @@ class RMSprop(Optimizer):
        arXiv:1308.0850, 2013 (the centered variant).
     """
 
-    _elementwise_state = ("square_avg", "momentum_buffer", "grad_avg")
-    _required_state = ("step", "square_avg")
+    rule = RULE
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
                  centered=False, *, maximize=False):
@@ -77,48 +141,3 @@ class RMSprop(Optimizer):
         defaults = dict(lr=lr, momentum=momentum, alpha=alpha, eps=eps, centered=centered,
                         weight_decay=weight_decay, maximize=maximize)
         super().__init__(params, defaults)
-
-    def step(self, closure=None):
-        """Perform one optimization step; return the closure's loss if given."""
-        return self._plan_then_run(closure)
-
-    def _plan(self, batch, calls, undo):
-        """Count the batch's step and append its kernel call (nothing runs yet)."""
-        group = batch.group
-        use_momentum = group["momentum"] > 0
-        centered = bool(group["centered"])
-        keys = _KEYS[(use_momentum, centered)]
-        cols, _, _ = self._count_step(batch, keys, undo, cache=(batch.group_index, batch.is_double))
-        # The update does not use the step count: one call for the batch.
-        ptrs, chunks, n_threads = self._table([batch.params, batch.grads] + cols,
-                                              (batch.group_index, use_momentum, centered))
-        buf_stream = 3 if use_momentum else 0
-        avg_stream = len(keys) + 1 if centered else 0
-        calls.append((_rmsprop_kernel, (ptrs, chunks, batch.is_double, n_threads, buf_stream,
-                                        avg_stream, group["lr"], group["alpha"], group["eps"],
-                                        group["weight_decay"], group["momentum"], centered,
-                                        group["maximize"])))
-
-    def _init_state(self, batch, keys, undo):
-        """Fresh state for new parameters, and zero buffers for keys a state lacks."""
-        params = batch.params
-        for p in params:
-            s = self.state.get(p)
-            if not s or any(s.get(key) is None for key in keys):
-                s = self._fresh_state(p, undo)
-                if not s:
-                    s["step"] = 0.0
-        for key in keys:
-            missing = [p for p in params if self.state[p].get(key) is None]
-            for p, buf in zip(missing, self._flat_zeros(missing)):
-                self.state[p][key] = buf
-
-
-# State streams after (param, grad), by (momentum > 0, centered).
-_KEYS = {
-    (False, False): ("square_avg",),
-    (True, False): ("square_avg", "momentum_buffer"),
-    (False, True): ("square_avg", "grad_avg"),
-    (True, True): ("square_avg", "momentum_buffer", "grad_avg"),
-}
-

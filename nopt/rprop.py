@@ -1,8 +1,65 @@
 """Rprop: sign-based updates with per-element adaptive step sizes."""
-from ._kernels.rprop import rprop as _rprop_kernel
+from ._kernels._spec import Rule
 from .optimizer import Optimizer
 
 __all__ = ["Rprop"]
+
+
+def _scalars(group, step):
+    etaminus, etaplus = group["etas"]
+    step_min, step_max = group["step_sizes"]
+    return etaminus, etaplus, step_min, step_max
+
+
+# Per element, following torch's single-tensor rule op by op:
+#   s = g * prev                      (the product, as torch: its sign decides)
+#   f = etaplus if s > 0, etaminus if s < 0, else 1  (NaN -> 1: torch.sign(NaN) = 0)
+#   step_size = clamp(step_size * f, step_min, step_max)   (NaN propagates)
+#   g = 0 where f == etaminus        (after a sign change: no move, prev = 0)
+#   param += -sign(g) * step_size;  prev = g
+# etaplus / etaminus are compared in the array's type, as torch compares its
+# float32 "sign" tensor with etaminus. Comparisons are evaluated
+# unconditionally and the branches only pick values, so gcc turns them into
+# blends and vectorises the loop (a nested select for sign(g) defeats it,
+# hence the arithmetic form). IEEE mode (ftz=False), as torch by default:
+# Rprop uses only signs, so a subnormal gradient is a full-size step.
+# A fresh state needs no special case: prev = 0 keeps the step size.
+RULE = Rule(
+    "rprop",
+    state=(("prev", 0), ("step_size", "lr")),
+    args=("etaminus", "etaplus", "step_min", "step_max"),
+    flags=(("maximize", None),),
+    ftz=False,
+    body="""
+cdef floating p = param[j]
+cdef floating g = grad[j]
+cdef floating q = prev[j]
+cdef floating x = step_size[j]
+cdef floating zero = 0, one = 1
+cdef floating s, f, y, d
+cdef bint pos, neg, above, below, nan
+if maximize:
+    g = -g
+s = g * q
+pos = s > zero
+neg = s < zero
+f = etaplus if pos else (etaminus if neg else one)
+x = x * f
+nan = x != x
+above = x > step_min
+y = x if above else step_min
+below = y < step_max
+y = y if below else step_max
+y = x if nan else y
+step_size[j] = y
+g = zero if f == etaminus else g
+d = <floating> (g > zero) - <floating> (g < zero)
+param[j] = p + (-d) * y
+prev[j] = g
+""",
+    scalars=_scalars,
+    switches=lambda group: {"maximize": bool(group["maximize"])},
+)
 
 
 class Rprop(Optimizer):
@@ -55,8 +112,7 @@ class Rprop(Optimizer):
        Backpropagation Learning: The RPROP Algorithm", ICNN 1993.
     """
 
-    _elementwise_state = ("prev", "step_size")
-    _required_state = ("step", "prev", "step_size")
+    rule = RULE
 
     def __init__(self, params, lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50), *,
                  maximize=False):
@@ -66,29 +122,3 @@ class Rprop(Optimizer):
             raise ValueError(f"Invalid eta values: {etas[0]}, {etas[1]}")
         defaults = dict(lr=lr, etas=etas, step_sizes=step_sizes, maximize=maximize)
         super().__init__(params, defaults)
-
-    def step(self, closure=None):
-        """Perform one optimization step; return the closure's loss if given."""
-        return self._plan_then_run(closure)
-
-    def _plan(self, batch, calls, undo):
-        """Count the batch's step and append its kernel call (nothing runs yet)."""
-        cols, _, _ = self._count_step(batch, _KEYS, undo, cache=(batch.group_index, batch.is_double))
-        # Fresh state needs no special case: prev = 0 keeps the step size.
-        ptrs, chunks, n_threads = self._table([batch.params, batch.grads] + cols, batch.group_index)
-        group = batch.group
-        etaminus, etaplus = group["etas"]
-        step_min, step_max = group["step_sizes"]
-        calls.append((_rprop_kernel, (ptrs, chunks, batch.is_double, n_threads, etaminus, etaplus,
-                                      step_min, step_max, group["maximize"])))
-
-    def _init_state(self, batch, keys, undo):
-        """State for the batch's parameters that have none: ``prev`` 0, ``step_size`` the lr."""
-        new = [p for p in batch.params if not self.state.get(p)]
-        for p, prev, size in zip(new, self._flat_zeros(new), self._flat_zeros(new)):
-            size.fill(batch.group["lr"])
-            self._fresh_state(p, undo).update(step=0.0, prev=prev, step_size=size)
-
-
-_KEYS = ("prev", "step_size")
-

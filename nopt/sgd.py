@@ -1,8 +1,58 @@
 """Stochastic gradient descent, with momentum and Nesterov momentum."""
-from ._kernels.sgd import sgd as _sgd_kernel
+from ._kernels._spec import Rule
 from .optimizer import Optimizer, required
 
 __all__ = ["SGD"]
+
+
+def _scalars(group, step):
+    return group["lr"], group["momentum"], 1.0 - group["dampening"], group["weight_decay"]
+
+
+def _switches(group):
+    use_momentum = group["momentum"] != 0
+    return {"maximize": bool(group["maximize"]), "use_momentum": use_momentum,
+            "nesterov": use_momentum and bool(group["nesterov"])}
+
+
+# No step count. A new momentum buffer takes the gradient itself (torch
+# clones it): the parameters whose buffer this step creates run with
+# ``first`` on.
+RULE = Rule(
+    "sgd",
+    step=False,
+    state=(("momentum_buffer", 0, "use_momentum"),),
+    args=("lr", "momentum", "keep", "wd"),
+    flags=(("decay", "wd != 0"), ("maximize", None), ("use_momentum", None), ("nesterov", None),
+           ("first", "fresh")),
+    valid="use_momentum or not (nesterov or first)",
+    body="""
+cdef floating p = param[j]
+cdef floating g = grad[j]
+cdef floating b
+if maximize:
+    g = -g
+if decay:
+    g = g + wd * p
+if use_momentum:
+    if first:
+        b = g
+    else:
+        b = momentum_buffer[j] * momentum + keep * g
+    momentum_buffer[j] = b
+    if nesterov:
+        g = g + momentum * b
+    else:
+        g = b
+param[j] = p - lr * g
+""",
+    doc="""Apply one SGD step to every array in the table (releases the GIL).
+
+    ``keep`` is ``1 - dampening``; ``first`` (a new momentum buffer) stores
+    the gradient itself in the buffer.""",
+    scalars=_scalars,
+    switches=_switches,
+)
 
 
 class SGD(Optimizer):
@@ -46,7 +96,7 @@ class SGD(Optimizer):
        in deep learning", ICML 2013.
     """
 
-    _elementwise_state = ("momentum_buffer",)
+    rule = RULE
 
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0,
                  nesterov=False, *, maximize=False):
@@ -61,36 +111,3 @@ class SGD(Optimizer):
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening,
                         weight_decay=weight_decay, nesterov=nesterov, maximize=maximize)
         super().__init__(params, defaults)
-
-    def step(self, closure=None):
-        """Perform one optimization step; return the closure's loss if given."""
-        return self._plan_then_run(closure)
-
-    def _plan(self, batch, calls, undo):
-        """Append the batch's kernel calls; new momentum buffers are noted in ``undo``."""
-        if batch.group["momentum"] == 0:
-            calls.append(self._call(batch, [batch.params, batch.grads], first=False))
-            return
-        bufs, missing = self._state_column(batch.params, "momentum_buffer")
-        if not missing:
-            calls.append(self._call(batch, [batch.params, batch.grads, bufs], first=False))
-            return
-        # Fresh buffers take the gradient itself (torch clones it), so
-        # parameters with and without a buffer go in separate calls.
-        for first in (False, True):
-            keep = [k for k, b in enumerate(bufs) if (b is None) == first]
-            if not keep:
-                continue
-            params = [batch.params[k] for k in keep]
-            if first:
-                for p, buf in zip(params, self._flat_zeros(params)):
-                    self._fresh_state(p, undo)["momentum_buffer"] = buf
-            part = [self.state[p]["momentum_buffer"] for p in params]
-            calls.append(self._call(batch, [params, [batch.grads[k] for k in keep], part], first))
-
-    def _call(self, batch, streams, first):
-        group = batch.group
-        ptrs, chunks, n_threads = self._table(streams, tag=(batch.group_index, first))
-        return _sgd_kernel, (ptrs, chunks, batch.is_double, n_threads, group["lr"],
-                             group["momentum"], group["dampening"], group["weight_decay"],
-                             group["nesterov"], group["maximize"], first)

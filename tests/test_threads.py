@@ -113,7 +113,7 @@ def test_threadpoolctl_limits_apply():
 @needs_openmp
 def test_threadpoolctl_sees_the_kernels_openmp():
     threadpoolctl = pytest.importorskip("threadpoolctl")
-    from nopt._kernels import sgd as sgd_module
+    from nopt._kernels import rules as sgd_module
 
     infos = threadpoolctl.threadpool_info()
     openmp = [i for i in infos if i["user_api"] == "openmp"]

@@ -23,6 +23,8 @@ cdef extern from "_compat.h" nogil:
     int omp_get_num_threads()
     unsigned long long nopt_ftz_enter()
     void nopt_ftz_exit(unsigned long long old)
+    unsigned long long nopt_ieee_enter()
+    void nopt_ieee_exit(unsigned long long old)
     unsigned long long nopt_fp_mode()
     void nopt_set_fp_mode(unsigned long long mode)
     void nopt_prefetch(const void* p)
@@ -32,6 +34,10 @@ cdef extern from "_compat.h" nogil:
     ctypedef void nopt_dispatched "NOPT_TARGET_CLONES void"
     int NOPT_HAVE_CLONES
     const char* nopt_simd_level()
+    # As nopt_dispatched, with an FMA-capable middle clone (rules using fma_).
+    ctypedef void nopt_fma_dispatched "NOPT_FMA_CLONES void"
+    float nopt_fma32(float a, float b, float c)
+    int NOPT_FMA32_EXACT
 
 cdef extern from "math.h" nogil:
     float sqrtf(float x)
@@ -74,6 +80,15 @@ cdef inline floating fmin_(floating x, floating y) noexcept nogil:
         return fminf(x, y)
     else:
         return fmin(x, y)
+
+
+# a*b + c: rounded once in float32 (as torch's FMA kernels; see _compat.h),
+# twice in float64. Use with isa="fma" in the rule spec.
+cdef inline floating fma_(floating a, floating b, floating c) noexcept nogil:
+    if floating is float:
+        return nopt_fma32(a, b, c)
+    else:
+        return a * b + c
 
 
 # NaN-propagating max/min, as torch.maximum / torch.minimum.

@@ -36,6 +36,12 @@ static inline unsigned long long nopt_ftz_enter(void) {
 static inline void nopt_ftz_exit(unsigned long long old) { _mm_setcsr((unsigned int)old); }
 static inline unsigned long long nopt_fp_mode(void) { return (unsigned long long)_mm_getcsr(); }
 static inline void nopt_set_fp_mode(unsigned long long mode) { _mm_setcsr((unsigned int)mode); }
+/* IEEE mode (FTZ and DAZ off), for kernels that must see subnormals (Rprop). */
+static inline unsigned long long nopt_ieee_enter(void) {
+    unsigned int old = _mm_getcsr();
+    _mm_setcsr(old & ~0x8040u);
+    return (unsigned long long)old;
+}
 #define NOPT_HAVE_FTZ 1
 #elif defined(__aarch64__)
 /* FPCR bit 24 (FZ) flushes subnormals to zero. */
@@ -57,14 +63,24 @@ static inline unsigned long long nopt_fp_mode(void) {
 static inline void nopt_set_fp_mode(unsigned long long mode) {
     __asm__ __volatile__("msr fpcr, %0" : : "r"(mode));
 }
+static inline unsigned long long nopt_ieee_enter(void) {
+    unsigned long long old, now;
+    __asm__ __volatile__("mrs %0, fpcr" : "=r"(old));
+    now = old & ~(1ULL << 24);
+    __asm__ __volatile__("msr fpcr, %0" : : "r"(now));
+    return old;
+}
 #define NOPT_HAVE_FTZ 1
 #else
 static inline unsigned long long nopt_ftz_enter(void) { return 0; }
 static inline void nopt_ftz_exit(unsigned long long old) { (void)old; }
 static inline unsigned long long nopt_fp_mode(void) { return 0; }
 static inline void nopt_set_fp_mode(unsigned long long mode) { (void)mode; }
+static inline unsigned long long nopt_ieee_enter(void) { return 0; }
 #define NOPT_HAVE_FTZ 0
 #endif
+/* Leaving IEEE mode restores the caller's whole control word, as nopt_ftz_exit. */
+#define nopt_ieee_exit(old) nopt_ftz_exit(old)
 
 /* Run-time ISA dispatch for the kernels' per-chunk functions.
  *
@@ -96,6 +112,36 @@ static inline const char *nopt_simd_level(void) {
 #define NOPT_TARGET_CLONES
 #define NOPT_HAVE_CLONES 0
 static inline const char *nopt_simd_level(void) { return "baseline (no run-time dispatch)"; }
+#endif
+
+/* A float32 multiply-add rounded once, as torch's FMA kernels (RMSprop
+ * matches torch's add(alpha=), addcmul and lerp with it). fmaf is one IEEE
+ * rounding everywhere, so every ISA clone gives the same bits. gcc's "avx2"
+ * target has no FMA (fmaf would be a libm call per element there), so a
+ * rule that uses it is cloned with NOPT_FMA_CLONES instead: AVX-512,
+ * x86-64-v3 (AVX2 + FMA, which every AVX2 CPU has; gcc >= 12 resolves it by
+ * CPU features) or "fma" (AVX + FMA) for older gcc and clang, and the
+ * baseline (which calls libm's fmaf per element: x86-64 CPUs without FMA
+ * are now rare). A build without clones and without FMA (MSVC, macOS on
+ * x86-64) rounds in double instead, which vectorises: the product of two
+ * floats is exact in double, then the sum rounds to double and to float;
+ * that differs from fmaf only when the double sum falls exactly on a
+ * float32 halfway point (vanishingly rare). float64 always rounds twice
+ * (an exact double FMA would need -mfma or a slow libm call). */
+#include <math.h>
+#if NOPT_HAVE_CLONES || defined(__FMA__) || defined(__aarch64__)
+#define nopt_fma32(a, b, c) fmaf((a), (b), (c))
+#define NOPT_FMA32_EXACT 1
+#else
+#define nopt_fma32(a, b, c) ((float)((double)(a) * (double)(b) + (double)(c)))
+#define NOPT_FMA32_EXACT 0
+#endif
+#if NOPT_HAVE_CLONES && !defined(__clang__) && __GNUC__ >= 12
+#define NOPT_FMA_CLONES __attribute__((target_clones("avx512f", "arch=x86-64-v3", "default")))
+#elif NOPT_HAVE_CLONES
+#define NOPT_FMA_CLONES __attribute__((target_clones("avx512f", "fma", "default")))
+#else
+#define NOPT_FMA_CLONES
 #endif
 
 /* A prefetch hint for the per-parameter loops of _plan.pyx: after a large

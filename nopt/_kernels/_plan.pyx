@@ -1010,3 +1010,41 @@ def call_in_parallel(object callback, int n_threads):
     if errors:
         raise errors[0]
     return results
+
+
+# ---------------------------------------------------------------- scalar state
+def store(object state, list params, tuple keys, tuple values):
+    """``state[p][keys[i]] = values[i]`` for every ``p`` in ``params``, through change tracking.
+
+    A rule's scalar state (NAdam's ``mu_product``, ASGD's ``eta`` and
+    ``mu``) is written here after its kernel ran, in one C loop. Every
+    StateDict written is marked changed, as a write from Python would, so
+    no step cache trusts what it held (see StepCache). Every parameter must
+    already have a state dict (KeyError otherwise).
+    """
+    if not isinstance(state, dict):
+        raise TypeError(f"state must be a dict, got {type(state).__name__}")
+    cdef Py_ssize_t i, k, n = PyList_GET_SIZE(params), n_keys = PyTuple_GET_SIZE(keys)
+    if PyTuple_GET_SIZE(values) != n_keys:
+        raise ValueError("store: one value per key")
+    cdef PyObject* d
+    for k in range(n):
+        d = PyDict_GetItemWithError(<dict> state, <object> PyList_GET_ITEM(params, k))
+        if d is NULL or not isinstance(<object> d, dict):
+            raise KeyError(f"store: parameter {k} has no state dict")
+        if type(<object> d) is StateDict:
+            (<StateDict> d)._changed()
+            for i in range(n_keys):
+                PyDict_SetItem(<dict> d, <object> PyTuple_GET_ITEM(keys, i),
+                               <object> PyTuple_GET_ITEM(values, i))
+        else:
+            for i in range(n_keys):
+                (<object> d)[<object> PyTuple_GET_ITEM(keys, i)] = <object> PyTuple_GET_ITEM(values, i)
+
+
+def float32(double x):
+    """``x`` rounded to float32, as a Python float (``float(numpy.float32(x))``, faster).
+
+    The C conversion rounds to nearest even and overflows to +-inf, as NumPy's.
+    """
+    return <double> (<float> x)
