@@ -1,11 +1,49 @@
 """AdaBelief: Adam with the variance of the gradient around its mean (Zhuang et al. 2020)."""
 from . import _beyond
-from ._kernels.beyond import adabelief as _adabelief_kernel
+from ._kernels._spec import Rule
 from .optimizer import Optimizer
 
 __all__ = ["AdaBelief"]
 
-_KEYS = ("exp_avg", "exp_avg_var")
+
+def _scalars(group, step):
+    beta1, beta2 = group["betas"]
+    lr, wd = group["lr"], group["weight_decay"]
+    if wd != 0 and group["decoupled_weight_decay"]:
+        decay, l2 = 1.0 - lr * wd, 0.0
+    else:
+        decay, l2 = 1.0, wd
+    return (-1.0 if group["maximize"] else 1.0, decay, l2, beta1, 1 - beta1, beta2, 1 - beta2,
+            group["eps"], 1 / (1 - beta2 ** step) ** 0.5, -(lr / (1 - beta1 ** step)))
+
+
+# The authors' order of operations (adabelief-pytorch 0.2, without rectification).
+RULE = Rule(
+    "adabelief",
+    state=(("exp_avg", 0), ("exp_avg_var", 0)),
+    args=("sign", "decay", "wd", "beta1", "omb1", "beta2", "omb2", "eps", "inv_bc2_sqrt",
+          "neg_step"),
+    flags=(("coupled", "wd != 0"),),
+    body="""
+cdef floating g = sign * grad[j]
+cdef floating p = param[j] * decay
+cdef floating m, s, r
+if coupled:
+    g = g + wd * p
+m = exp_avg[j] * beta1 + omb1 * g
+r = g - m
+s = exp_avg_var[j] * beta2 + omb2 * r * r + eps
+exp_avg[j] = m
+exp_avg_var[j] = s
+param[j] = p + neg_step * m / (fsqrt(s) * inv_bc2_sqrt + eps)
+""",
+    doc="""Apply one AdaBelief step to every array in the table (releases the GIL).
+
+    ``decay`` is the decoupled factor ``1 - lr*wd`` (1 when coupled), ``wd``
+    the coupled L2 term (0 when decoupled), ``inv_bc2_sqrt`` is
+    ``1/sqrt(1 - beta2**t)`` and ``neg_step`` is ``-lr/(1 - beta1**t)``.""",
+    scalars=_scalars,
+)
 
 
 class AdaBelief(Optimizer):
@@ -60,11 +98,7 @@ class AdaBelief(Optimizer):
        in Observed Gradients", NeurIPS 2020, arXiv:2010.07468, Algorithm 2.
     """
 
-    _elementwise_state = _KEYS
-    _required_state = ("step",) + _KEYS
-    _fresh = {"step": 0.0}
-    _copied = ()
-    _init_state = _beyond.init_state
+    rule = RULE
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-16, weight_decay=0, *,
                  decoupled_weight_decay=True, maximize=False):
@@ -74,26 +108,3 @@ class AdaBelief(Optimizer):
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                         decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)
         super().__init__(params, defaults)
-
-    def step(self, closure=None):
-        """Perform one optimization step; return the closure's loss if given."""
-        return self._plan_then_run(closure)
-
-    def _plan(self, batch, calls, undo):
-        group = batch.group
-        tag = (batch.group_index, batch.is_double)
-        columns, steps, common = self._count_step(batch, _KEYS, undo, cache=tag)
-        beta1, beta2 = group["betas"]
-        lr, wd = group["lr"], group["weight_decay"]
-        if wd != 0 and group["decoupled_weight_decay"]:
-            decay, l2 = 1.0 - lr * wd, 0.0
-        else:
-            decay, l2 = 1.0, wd
-        sign = -1.0 if group["maximize"] else 1.0
-        for k, (step, params, grads, part) in enumerate(_beyond.split_steps(batch, columns, steps, common)):
-            inv_bc2_sqrt = 1 / (1 - beta2 ** step) ** 0.5
-            neg_step = -(lr / (1 - beta1 ** step))
-            ptrs, chunks, n_threads = self._table([params, grads, *part], (batch.group_index, k))
-            calls.append((_adabelief_kernel, (ptrs, chunks, batch.is_double, n_threads, sign, decay,
-                                              l2, beta1, beta2, group["eps"], inv_bc2_sqrt,
-                                              neg_step)))

@@ -1,11 +1,37 @@
 """Lion: the sign of an interpolated momentum (Chen et al. 2023)."""
 from . import _beyond
-from ._kernels.beyond import lion as _lion_kernel
+from ._kernels._spec import Rule
 from .optimizer import Optimizer
 
 __all__ = ["Lion"]
 
-_KEYS = ("exp_avg",)
+
+def _scalars(group, step):
+    beta1, beta2 = group["betas"]
+    lr = group["lr"]
+    return (-1.0 if group["maximize"] else 1.0, 1.0 - lr * group["weight_decay"], -lr,
+            beta1, 1 - beta1, beta2, 1 - beta2)
+
+
+# lion-pytorch's order of operations; sign(0) = 0, as torch.sgn.
+RULE = Rule(
+    "lion",
+    state=(("exp_avg", 0),),
+    step=False,
+    args=("sign", "decay", "neg_lr", "beta1", "omb1", "beta2", "omb2"),
+    body="""
+cdef floating g = sign * grad[j]
+cdef floating m = exp_avg[j]
+cdef floating c = m * beta1 + omb1 * g
+param[j] = param[j] * decay + neg_lr * <floating> ((c > 0) - (c < 0))
+exp_avg[j] = m * beta2 + omb2 * g
+""",
+    doc="""Apply one Lion step to every array in the table (releases the GIL).
+
+    ``sign`` is -1 to maximize, ``decay`` is ``1 - lr*weight_decay``,
+    ``neg_lr`` is ``-lr``, ``omb1``/``omb2`` are ``1 - beta1``/``1 - beta2``.""",
+    scalars=_scalars,
+)
 
 
 class Lion(Optimizer):
@@ -48,11 +74,7 @@ class Lion(Optimizer):
        arXiv:2302.06675, Program 1.
     """
 
-    _elementwise_state = _KEYS
-    _required_state = _KEYS
-    _fresh = {}
-    _copied = ()
-    _init_state = _beyond.init_state
+    rule = RULE
 
     def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, *, maximize=False):
         _beyond.check_non_negative(lr=lr)
@@ -60,18 +82,3 @@ class Lion(Optimizer):
         _beyond.check_non_negative(weight_decay=weight_decay)
         defaults = dict(lr=lr, betas=betas, weight_decay=weight_decay, maximize=maximize)
         super().__init__(params, defaults)
-
-    def step(self, closure=None):
-        """Perform one optimization step; return the closure's loss if given."""
-        return self._plan_then_run(closure)
-
-    def _plan(self, batch, calls, undo):
-        group = batch.group
-        (exp_avgs,) = _beyond.state_arrays(self, batch, _KEYS, undo)
-        beta1, beta2 = group["betas"]
-        lr = group["lr"]
-        sign = -1.0 if group["maximize"] else 1.0
-        ptrs, chunks, n_threads = self._table([batch.params, batch.grads, exp_avgs],
-                                              batch.group_index)
-        calls.append((_lion_kernel, (ptrs, chunks, batch.is_double, n_threads, sign,
-                                     1.0 - lr * group["weight_decay"], -lr, beta1, beta2)))

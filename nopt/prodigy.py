@@ -3,10 +3,41 @@ import math
 
 from . import _beyond
 from ._kernels import _plan as _plan_module
-from ._kernels.beyond import prodigy_moments, prodigy_update
+from ._kernels import rules as _rules
+from ._kernels._spec import Rule
+from ._kernels.beyond import prodigy_moments
 from .optimizer import Optimizer
 
 __all__ = ["Prodigy"]
+
+# The elementwise second pass, once the new d is known (the first pass, with
+# its two global sums, is nopt._kernels.beyond.prodigy_moments).
+RULE_UPDATE = Rule(
+    "prodigy_update",
+    state=(("exp_avg_sq", 0), ("exp_avg", 0, "has_exp_avg")),
+    step=False,
+    args=("wd", "neg_wd", "neg_step", "d_eps"),
+    flags=(("has_exp_avg", None), ("coupled", "wd != 0"), ("decoupled", "neg_wd != 0")),
+    valid="not (coupled and decoupled)",
+    body="""
+cdef floating p = param[j]
+cdef floating u
+if has_exp_avg:
+    u = exp_avg[j]
+else:
+    u = grad[j]
+    if coupled:
+        u = u + wd * p
+if decoupled:
+    p = p + neg_wd * p
+param[j] = p + neg_step * u / (fsqrt(exp_avg_sq[j]) + d_eps)
+""",
+    doc="""Prodigy's update over (param, grad, exp_avg_sq[, exp_avg]) rows (releases the GIL).
+
+    ``wd`` is the coupled L2 term (0 when decoupled), ``neg_wd`` the
+    decoupled ``-wd*dlr`` (0 when coupled), ``neg_step`` is ``-dlr``
+    (``-dlr*d`` without exp_avg) and ``d_eps`` is ``d*eps``.""",
+)
 
 
 class Prodigy(Optimizer):
@@ -169,8 +200,8 @@ class Prodigy(Optimizer):
             coupled = wd if (wd != 0 and not group["decouple"]) else 0.0
             neg_wd = -wd * dlr if (wd != 0 and group["decouple"]) else 0.0
             neg_step = -dlr if beta1 > 0 else -dlr * d
-            prodigy_update(ptrs, chunks, batch.is_double, n_threads, coupled, neg_wd, neg_step,
-                           d * group["eps"], beta1 > 0)
+            _rules.prodigy_update(ptrs, chunks, batch.is_double, n_threads, coupled, neg_wd,
+                                  neg_step, d * group["eps"], beta1 > 0)
         for group in self.param_groups:
             group["k"] = group["k"] + 1
         return loss

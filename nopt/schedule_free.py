@@ -7,11 +7,70 @@ average ``x`` (what to evaluate) in eval mode; ``z`` is in the state.
 """
 from . import _beyond
 from ._kernels import _plan as _plan_module
+from ._kernels import rules as _rules
+from ._kernels._spec import Rule
 from ._kernels.averaging import EMA, average
-from ._kernels.beyond import schedule_free as _sf_kernel
 from .optimizer import Optimizer
 
 __all__ = ["ScheduleFreeSGD", "ScheduleFreeAdamW"]
+
+# The kernels: the package's order of operations, the parameter holding y.
+# (The classes plan their own steps: z starts as a copy of the parameter, and
+# the averaging weight comes from per-group counters.)
+RULE_SGD = Rule(
+    "schedule_free_sgd",
+    state=(("z", 0),),
+    step=False,
+    args=("sign", "wd", "ckp1", "y_coef", "neg_lr"),
+    flags=(("decay", "wd != 0"), ("small", "fabs_(ckp1_t) < 0.5")),
+    body="""
+cdef floating g = sign * grad[j]
+cdef floating y = param[j]
+cdef floating zj = z[j]
+if decay:
+    g = g + wd * y
+if small:
+    y = y + ckp1 * (zj - y)
+else:
+    y = zj + (ckp1 - 1) * (zj - y)
+param[j] = y + y_coef * g
+z[j] = zj + neg_lr * g
+""",
+    doc="""One schedule-free SGD step over (y, grad, z) rows (releases the GIL).
+
+    ``ckp1`` is the averaging weight, ``y_coef`` is
+    ``lr*(momentum*(1 - ckp1) - 1)`` and ``neg_lr`` is ``-lr``; y moves to
+    ``lerp(y, z, ckp1)`` in torch.lerp's two-sided form.""",
+)
+
+RULE_ADAMW = Rule(
+    "schedule_free_adamw",
+    state=(("z", 0), ("exp_avg_sq", 0)),
+    step=False,
+    args=("sign", "wd", "ckp1", "y_coef", "neg_lr", "beta2", "omb2", "bc2", "eps"),
+    flags=(("decay", "wd != 0"), ("small", "fabs_(ckp1_t) < 0.5")),
+    body="""
+cdef floating g = sign * grad[j]
+cdef floating y = param[j]
+cdef floating zj = z[j]
+cdef floating v = exp_avg_sq[j] * beta2 + omb2 * g * g
+exp_avg_sq[j] = v
+g = g / (fsqrt(v / bc2) + eps)
+if decay:
+    g = g + wd * y
+if small:
+    y = y + ckp1 * (zj - y)
+else:
+    y = zj + (ckp1 - 1) * (zj - y)
+param[j] = y + y_coef * g
+z[j] = zj + neg_lr * g
+""",
+    doc="""One schedule-free AdamW step over (y, grad, z, exp_avg_sq) rows (releases the GIL).
+
+    As schedule_free_sgd, on ``g / (sqrt(v/bc2) + eps)``, ``bc2`` being
+    ``1 - beta2**(k+1)``.""",
+)
+
 
 _DOC_COMMON = r"""
     The averaging weight and the warmup are the package's:
@@ -100,17 +159,16 @@ class _ScheduleFree(Optimizer):
         k, lr, ckp1 = self._group_scalars(batch, calls)
         group_update = calls[marker:]
         del calls[marker:]
+        beta1 = group["betas"][0] if self._adam else group["momentum"]
+        args = (-1.0 if group["maximize"] else 1.0, group["weight_decay"], ckp1,
+                lr * (beta1 * (1 - ckp1) - 1), -lr)
         if self._adam:
-            beta1, beta2 = group["betas"]
-            bc2, eps = 1 - beta2 ** (k + 1), group["eps"]
-        else:
-            beta1, beta2, bc2, eps = group["momentum"], 0.0, 1.0, 0.0
-        sign = -1.0 if group["maximize"] else 1.0
+            beta2 = group["betas"][1]
+            args += (beta2, 1 - beta2, 1 - beta2 ** (k + 1), group["eps"])
         ptrs, chunks, n_threads = self._table([batch.params, batch.grads, *columns],
                                               batch.group_index)
-        calls.append((_sf_kernel, (ptrs, chunks, batch.is_double, n_threads, sign,
-                                   group["weight_decay"], ckp1, lr * (beta1 * (1 - ckp1) - 1), -lr,
-                                   beta2, bc2, eps, self._adam)))
+        kernel = _rules.schedule_free_adamw if self._adam else _rules.schedule_free_sgd
+        calls.append((kernel, (ptrs, chunks, batch.is_double, n_threads) + args))
         calls.extend(group_update)
 
 

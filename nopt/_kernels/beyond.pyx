@@ -1,6 +1,14 @@
-# Kernels of the update rules beyond torch.optim (nopt/lion.py, adabelief.py,
-# adan.py, lamb.py, lars.py, schedule_free.py, prodigy.py) and of the
-# combinators (nopt/combinators.py).
+# Kernels of the update rules beyond torch.optim that the rule layer
+# (rules.pyx.tp, one spec per rule) cannot express, and of the combinators
+# (nopt/combinators.py). Lion, AdaBelief and the schedule-free rules are
+# specs (nopt/lion.py, adabelief.py, schedule_free.py); here are
+# - LAMB and LARS (nopt/lamb.py, lars.py): a per-parameter norm reduction,
+#   then an elementwise pass scaled per parameter, in one call;
+# - Prodigy's first pass (nopt/prodigy.py): moments plus two global sums
+#   (its second, elementwise pass is a spec);
+# - Adan (nopt/adan.py): elementwise, but eleven streams: as a spec its loop
+#   is not vectorised (below), so it is a C loop with restrict pointers;
+# - Lookahead's synchronisation and MultiSteps' accumulation.
 #
 # Same calling convention and pattern as adam.pyx (see _common.pxd):
 #   ptrs[a, s]   address of stream s of array a (0 = param, 1 = grad, 2.. = state)
@@ -123,18 +131,6 @@ cdef extern from *:
 
 
 # ---------------------------------------------------------------- shared helpers
-cdef inline floating _sign(floating x) noexcept nogil:
-    # torch.sgn for reals: -1, 0 or +1 (0 for 0 and for NaN); branch-free.
-    return <floating> ((x > 0) - (x < 0))
-
-
-cdef inline floating _lerp(floating a, floating b, floating w, bint small) noexcept nogil:
-    # torch.lerp(a, b, w) in torch's two-sided form (picked once per call).
-    if small:
-        return a + w * (b - a)
-    return b + (w - 1) * (b - a)
-
-
 cdef inline double _sum8(const floating* a, Py_ssize_t n, bint square, bint absolute) noexcept nogil:
     """Sum of a[j] (or a[j]**2, or |a[j]|) in double, eight accumulators."""
     cdef double s[8]
@@ -208,159 +204,6 @@ def segment_table(const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, si
     if r != n_rows:
         raise ValueError("segment_table: sizes do not match the table")
     return out_ptrs, out_chunks, rows
-
-
-# ---------------------------------------------------------------- Lion
-# ptrs[a] = (param, grad, exp_avg). lion-pytorch's order of operations:
-#   p = p * (1 - lr*wd)     c = m*beta1 + (1-beta1)*g
-#   p = p - lr * sign(c)    m = m*beta2 + (1-beta2)*g
-cdef inline void _lion_loop(
-    floating* param, const floating* grad, floating* exp_avg, Py_ssize_t n,
-    floating sign, floating decay, floating neg_lr, floating beta1, floating omb1,
-    floating beta2, floating omb2,
-) noexcept nogil:
-    cdef Py_ssize_t j
-    cdef floating g, m, c
-    for j in range(n):
-        g = sign * grad[j]
-        m = exp_avg[j]
-        c = m * beta1 + omb1 * g
-        param[j] = param[j] * decay + neg_lr * _sign(c)
-        exp_avg[j] = m * beta2 + omb2 * g
-
-
-cdef nopt_dispatched _lion_task(
-    const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, Py_ssize_t c,
-    floating sign, floating decay, floating neg_lr, floating beta1, floating omb1,
-    floating beta2, floating omb2,
-) noexcept nogil:
-    cdef Py_ssize_t a = chunks[c, 0], start = chunks[c, 1], n = chunks[c, 2] - start
-    _lion_loop(<floating*> ptrs[a, 0] + start, <const floating*> ptrs[a, 1] + start,
-               <floating*> ptrs[a, 2] + start, n, sign, decay, neg_lr, beta1, omb1, beta2, omb2)
-
-
-cdef void _lion(
-    floating* tag, const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, int n_threads,
-    double sign, double decay, double neg_lr, double beta1, double beta2,
-) noexcept nogil:
-    cdef Py_ssize_t c, n_chunks = chunks.shape[0]
-    cdef unsigned long long fp = 0
-    cdef floating s_t = <floating> sign, d_t = <floating> decay, l_t = <floating> neg_lr
-    cdef floating b1 = <floating> beta1, o1 = <floating> (1.0 - beta1)
-    cdef floating b2 = <floating> beta2, o2 = <floating> (1.0 - beta2)
-    if n_threads <= 1:
-        fp = nopt_ftz_enter()
-        for c in range(n_chunks):
-            _lion_task(ptrs, chunks, c, s_t, d_t, l_t, b1, o1, b2, o2)
-        nopt_ftz_exit(fp)
-        return
-    with parallel(num_threads=n_threads):
-        fp = nopt_ftz_enter()
-        for c in prange(n_chunks, schedule="static"):
-            _lion_task(ptrs, chunks, c, s_t, d_t, l_t, b1, o1, b2, o2)
-        nopt_ftz_exit(fp)
-
-
-def lion(const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, bint is_double,
-         int n_threads, double sign, double decay, double neg_lr, double beta1, double beta2):
-    """One Lion step over (param, grad, exp_avg) rows (releases the GIL).
-
-    ``sign`` is -1 to maximize, ``decay`` is ``1 - lr*weight_decay`` and
-    ``neg_lr`` is ``-lr``.
-    """
-    with nogil:
-        if is_double:
-            _lion(<double*> NULL, ptrs, chunks, n_threads, sign, decay, neg_lr, beta1, beta2)
-        else:
-            _lion(<float*> NULL, ptrs, chunks, n_threads, sign, decay, neg_lr, beta1, beta2)
-
-
-# ---------------------------------------------------------------- AdaBelief
-# ptrs[a] = (param, grad, exp_avg, exp_avg_var). The official implementation's order:
-#   g = ±grad (+ wd*p, coupled)     p = p * (1 - lr*wd) (decoupled)
-#   m = m*beta1 + (1-beta1)*g       s = s*beta2 + (1-beta2)*(g-m)^2 + eps
-#   p = p + neg_step * m / (sqrt(s)*inv_bc2_sqrt + eps)
-cdef inline void _belief_loop(
-    floating* param, const floating* grad, floating* exp_avg, floating* exp_avg_var,
-    Py_ssize_t n, floating sign, floating decay, floating wd, floating beta1, floating omb1,
-    floating beta2, floating omb2, floating eps, floating inv_bc2_sqrt, floating neg_step,
-    bint coupled,
-) noexcept nogil:
-    cdef Py_ssize_t j
-    cdef floating g, p, m, s, r
-    for j in range(n):
-        g = sign * grad[j]
-        p = param[j] * decay
-        if coupled:
-            g = g + wd * p
-        m = exp_avg[j] * beta1 + omb1 * g
-        r = g - m
-        s = exp_avg_var[j] * beta2 + omb2 * r * r + eps
-        exp_avg[j] = m
-        exp_avg_var[j] = s
-        param[j] = p + neg_step * m / (fsqrt(s) * inv_bc2_sqrt + eps)
-
-
-cdef nopt_dispatched _belief_task(
-    const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, Py_ssize_t c,
-    floating sign, floating decay, floating wd, floating beta1, floating omb1, floating beta2,
-    floating omb2, floating eps, floating inv, floating step, bint coupled,
-) noexcept nogil:
-    cdef Py_ssize_t a = chunks[c, 0], start = chunks[c, 1], n = chunks[c, 2] - start
-    cdef floating* p = <floating*> ptrs[a, 0] + start
-    cdef const floating* g = <const floating*> ptrs[a, 1] + start
-    cdef floating* m = <floating*> ptrs[a, 2] + start
-    cdef floating* s = <floating*> ptrs[a, 3] + start
-    if coupled:
-        _belief_loop(p, g, m, s, n, sign, decay, wd, beta1, omb1, beta2, omb2, eps, inv, step,
-                     True)
-    else:
-        _belief_loop(p, g, m, s, n, sign, decay, wd, beta1, omb1, beta2, omb2, eps, inv, step,
-                     False)
-
-
-cdef void _belief(
-    floating* tag, const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, int n_threads,
-    double sign, double decay, double wd, double beta1, double beta2, double eps,
-    double inv_bc2_sqrt, double neg_step,
-) noexcept nogil:
-    cdef Py_ssize_t c, n_chunks = chunks.shape[0]
-    cdef unsigned long long fp = 0
-    cdef floating s_t = <floating> sign, d_t = <floating> decay, w_t = <floating> wd
-    cdef floating b1 = <floating> beta1, o1 = <floating> (1.0 - beta1)
-    cdef floating b2 = <floating> beta2, o2 = <floating> (1.0 - beta2)
-    cdef floating e_t = <floating> eps, i_t = <floating> inv_bc2_sqrt, st = <floating> neg_step
-    cdef bint coupled = wd != 0
-    if n_threads <= 1:
-        fp = nopt_ftz_enter()
-        for c in range(n_chunks):
-            _belief_task(ptrs, chunks, c, s_t, d_t, w_t, b1, o1, b2, o2, e_t, i_t, st, coupled)
-        nopt_ftz_exit(fp)
-        return
-    with parallel(num_threads=n_threads):
-        fp = nopt_ftz_enter()
-        for c in prange(n_chunks, schedule="static"):
-            _belief_task(ptrs, chunks, c, s_t, d_t, w_t, b1, o1, b2, o2, e_t, i_t, st, coupled)
-        nopt_ftz_exit(fp)
-
-
-def adabelief(const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, bint is_double,
-              int n_threads, double sign, double decay, double weight_decay, double beta1,
-              double beta2, double eps, double inv_bc2_sqrt, double neg_step):
-    """One AdaBelief step over (param, grad, exp_avg, exp_avg_var) rows (releases the GIL).
-
-    ``decay`` is the decoupled factor ``1 - lr*wd`` (1 when coupled),
-    ``weight_decay`` the coupled L2 term (0 when decoupled),
-    ``inv_bc2_sqrt`` is ``1/sqrt(1 - beta2**t)`` and ``neg_step`` is
-    ``-lr/(1 - beta1**t)``.
-    """
-    with nogil:
-        if is_double:
-            _belief(<double*> NULL, ptrs, chunks, n_threads, sign, decay, weight_decay, beta1,
-                    beta2, eps, inv_bc2_sqrt, neg_step)
-        else:
-            _belief(<float*> NULL, ptrs, chunks, n_threads, sign, decay, weight_decay, beta1,
-                    beta2, eps, inv_bc2_sqrt, neg_step)
 
 
 # ---------------------------------------------------------------- Adan
@@ -458,120 +301,6 @@ def adan(const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, bint is_dou
         else:
             _adan(<float*> NULL, ptrs, chunks, n_threads, sign, beta1, beta2, beta3, c1, c2,
                   inv_bc3_sqrt, eps, neg_lr, pre, post, first)
-
-
-# ---------------------------------------------------------------- schedule-free SGD and AdamW
-# ptrs[a] = (y, grad, z[, exp_avg_sq]): the parameter holds y in train mode.
-# The schedulefree package's order:
-#   (AdamW) v = v*beta2 + (1-beta2)*g*g     g = g / (sqrt(v / bc2) + eps)
-#   g = g + wd*y
-#   y = lerp(y, z, ckp1) + y_coef*g        z = z - lr*g
-cdef inline void _sf_loop(
-    floating* y, const floating* grad, floating* z, floating* exp_avg_sq, Py_ssize_t n,
-    floating sign, floating wd, floating ckp1, floating y_coef, floating neg_lr,
-    floating beta2, floating omb2, floating bc2, floating eps,
-    bint adam, bint decay, bint small,
-) noexcept nogil:
-    cdef Py_ssize_t j
-    cdef floating g, v, yj, zj
-    for j in range(n):
-        g = sign * grad[j]
-        yj = y[j]
-        zj = z[j]
-        if adam:
-            v = exp_avg_sq[j] * beta2 + omb2 * g * g
-            exp_avg_sq[j] = v
-            g = g / (fsqrt(v / bc2) + eps)
-        if decay:
-            g = g + wd * yj
-        y[j] = _lerp(yj, zj, ckp1, small) + y_coef * g
-        z[j] = zj + neg_lr * g
-
-
-cdef nopt_dispatched _sf_task(
-    const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, Py_ssize_t c,
-    floating sign, floating wd, floating ckp1, floating y_coef, floating neg_lr, floating beta2,
-    floating omb2, floating bc2, floating eps, bint adam, bint decay, bint small,
-) noexcept nogil:
-    cdef Py_ssize_t a = chunks[c, 0], start = chunks[c, 1], n = chunks[c, 2] - start
-    cdef floating* y = <floating*> ptrs[a, 0] + start
-    cdef const floating* g = <const floating*> ptrs[a, 1] + start
-    cdef floating* z = <floating*> ptrs[a, 2] + start
-    cdef floating* v = NULL
-    if adam:
-        v = <floating*> ptrs[a, 3] + start
-        if decay:
-            if small:
-                _sf_loop(y, g, z, v, n, sign, wd, ckp1, y_coef, neg_lr, beta2, omb2, bc2, eps,
-                         True, True, True)
-            else:
-                _sf_loop(y, g, z, v, n, sign, wd, ckp1, y_coef, neg_lr, beta2, omb2, bc2, eps,
-                         True, True, False)
-        elif small:
-            _sf_loop(y, g, z, v, n, sign, wd, ckp1, y_coef, neg_lr, beta2, omb2, bc2, eps,
-                     True, False, True)
-        else:
-            _sf_loop(y, g, z, v, n, sign, wd, ckp1, y_coef, neg_lr, beta2, omb2, bc2, eps,
-                     True, False, False)
-    elif decay:
-        if small:
-            _sf_loop(y, g, z, v, n, sign, wd, ckp1, y_coef, neg_lr, beta2, omb2, bc2, eps,
-                     False, True, True)
-        else:
-            _sf_loop(y, g, z, v, n, sign, wd, ckp1, y_coef, neg_lr, beta2, omb2, bc2, eps,
-                     False, True, False)
-    elif small:
-        _sf_loop(y, g, z, v, n, sign, wd, ckp1, y_coef, neg_lr, beta2, omb2, bc2, eps,
-                 False, False, True)
-    else:
-        _sf_loop(y, g, z, v, n, sign, wd, ckp1, y_coef, neg_lr, beta2, omb2, bc2, eps,
-                 False, False, False)
-
-
-cdef void _schedule_free(
-    floating* tag, const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, int n_threads,
-    double sign, double wd, double ckp1, double y_coef, double neg_lr, double beta2,
-    double bc2, double eps, bint adam,
-) noexcept nogil:
-    cdef Py_ssize_t c, n_chunks = chunks.shape[0]
-    cdef unsigned long long fp = 0
-    cdef floating s_t = <floating> sign, w_t = <floating> wd, k_t = <floating> ckp1
-    cdef floating y_t = <floating> y_coef, l_t = <floating> neg_lr
-    cdef floating b2 = <floating> beta2, o2 = <floating> (1.0 - beta2)
-    cdef floating bc_t = <floating> bc2, e_t = <floating> eps
-    cdef bint decay = wd != 0
-    cdef bint small = fabs_(k_t) < 0.5
-    if n_threads <= 1:
-        fp = nopt_ftz_enter()
-        for c in range(n_chunks):
-            _sf_task(ptrs, chunks, c, s_t, w_t, k_t, y_t, l_t, b2, o2, bc_t, e_t, adam, decay,
-                     small)
-        nopt_ftz_exit(fp)
-        return
-    with parallel(num_threads=n_threads):
-        fp = nopt_ftz_enter()
-        for c in prange(n_chunks, schedule="static"):
-            _sf_task(ptrs, chunks, c, s_t, w_t, k_t, y_t, l_t, b2, o2, bc_t, e_t, adam, decay,
-                     small)
-        nopt_ftz_exit(fp)
-
-
-def schedule_free(const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, bint is_double,
-                  int n_threads, double sign, double weight_decay, double ckp1, double y_coef,
-                  double neg_lr, double beta2, double bc2, double eps, bint adam):
-    """One schedule-free step over (y, grad, z[, exp_avg_sq]) rows (releases the GIL).
-
-    ``ckp1`` is the averaging weight ``c_{k+1}``, ``y_coef`` is
-    ``lr*(beta1*(1 - ckp1) - 1)`` and ``neg_lr`` is ``-lr``; with ``adam``
-    the gradient is first divided by ``sqrt(v/bc2) + eps``.
-    """
-    with nogil:
-        if is_double:
-            _schedule_free(<double*> NULL, ptrs, chunks, n_threads, sign, weight_decay, ckp1,
-                           y_coef, neg_lr, beta2, bc2, eps, adam)
-        else:
-            _schedule_free(<float*> NULL, ptrs, chunks, n_threads, sign, weight_decay, ckp1,
-                           y_coef, neg_lr, beta2, bc2, eps, adam)
 
 
 # ---------------------------------------------------------------- LAMB
@@ -828,9 +557,7 @@ def lars(const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks,
 #   m = m*b1 + a_m*g                  v = v*b2 + a_v*g*g
 #   s = s*b3 + a_s*g                  abs_sum += |s|
 # returns (dot, abs_sum); Python combines every batch's sums (in order) into
-# the new d. Pass 2: ptrs[a] = (param, grad, exp_avg_sq[, exp_avg]):
-#   p = p + neg_wd*p (decoupled)      p = p + neg_dlr * m / (sqrt(v) + d_eps)
-# (without exp_avg: p = p + neg_dlr * g / (sqrt(v) + d_eps), g as in pass 1).
+# the new d. Pass 2, the update, is a rule spec (nopt/prodigy.py).
 cdef inline void _prodigy_moments(
     const floating* param, const floating* grad, const floating* p0, floating* exp_avg_sq,
     floating* s, floating* exp_avg, floating* dot, Py_ssize_t n, floating wd, floating beta1,
@@ -932,90 +659,6 @@ def prodigy_moments(const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, 
             dot = dot + partials[2 * c]
             abs_sum = abs_sum + partials[2 * c + 1]
     return dot, abs_sum
-
-
-cdef inline void _prodigy_loop(
-    floating* param, const floating* grad, const floating* exp_avg_sq, const floating* exp_avg,
-    Py_ssize_t n, floating wd, floating neg_wd, floating neg_step, floating d_eps,
-    bint coupled, bint decoupled, bint has_m,
-) noexcept nogil:
-    cdef Py_ssize_t j
-    cdef floating p, u
-    for j in range(n):
-        p = param[j]
-        if has_m:
-            u = exp_avg[j]
-        else:
-            u = grad[j]
-            if coupled:
-                u = u + wd * p
-        if decoupled:
-            p = p + neg_wd * p
-        param[j] = p + neg_step * u / (fsqrt(exp_avg_sq[j]) + d_eps)
-
-
-cdef nopt_dispatched _prodigy_task2(
-    const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, Py_ssize_t c,
-    floating wd, floating neg_wd, floating neg_step, floating d_eps,
-    bint coupled, bint decoupled, bint has_m,
-) noexcept nogil:
-    cdef Py_ssize_t a = chunks[c, 0], start = chunks[c, 1], n = chunks[c, 2] - start
-    cdef floating* p = <floating*> ptrs[a, 0] + start
-    cdef const floating* g = <const floating*> ptrs[a, 1] + start
-    cdef const floating* v = <const floating*> ptrs[a, 2] + start
-    cdef const floating* m = NULL
-    if has_m:
-        m = <const floating*> ptrs[a, 3] + start
-        if decoupled:
-            _prodigy_loop(p, g, v, m, n, wd, neg_wd, neg_step, d_eps, False, True, True)
-        else:
-            _prodigy_loop(p, g, v, m, n, wd, neg_wd, neg_step, d_eps, False, False, True)
-    elif decoupled:
-        _prodigy_loop(p, g, v, m, n, wd, neg_wd, neg_step, d_eps, False, True, False)
-    elif coupled:
-        _prodigy_loop(p, g, v, m, n, wd, neg_wd, neg_step, d_eps, True, False, False)
-    else:
-        _prodigy_loop(p, g, v, m, n, wd, neg_wd, neg_step, d_eps, False, False, False)
-
-
-cdef void _prodigy2(
-    floating* tag, const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, int n_threads,
-    double wd, double neg_wd, double neg_step, double d_eps, bint has_m,
-) noexcept nogil:
-    cdef Py_ssize_t c, n_chunks = chunks.shape[0]
-    cdef unsigned long long fp = 0
-    cdef floating w_t = <floating> wd, nw_t = <floating> neg_wd
-    cdef floating st = <floating> neg_step, de = <floating> d_eps
-    cdef bint coupled = wd != 0, decoupled = neg_wd != 0
-    if n_threads <= 1:
-        fp = nopt_ftz_enter()
-        for c in range(n_chunks):
-            _prodigy_task2(ptrs, chunks, c, w_t, nw_t, st, de, coupled, decoupled, has_m)
-        nopt_ftz_exit(fp)
-        return
-    with parallel(num_threads=n_threads):
-        fp = nopt_ftz_enter()
-        for c in prange(n_chunks, schedule="static"):
-            _prodigy_task2(ptrs, chunks, c, w_t, nw_t, st, de, coupled, decoupled, has_m)
-        nopt_ftz_exit(fp)
-
-
-def prodigy_update(const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, bint is_double,
-                   int n_threads, double weight_decay, double neg_wd, double neg_step,
-                   double d_eps, bint has_exp_avg):
-    """Prodigy's second pass over (param, grad, exp_avg_sq[, exp_avg]) rows (releases the GIL).
-
-    ``weight_decay`` is the coupled L2 term (0 when decoupled), ``neg_wd``
-    the decoupled ``-wd*dlr`` (0 when coupled), ``neg_step`` is ``-dlr``
-    (``-dlr*d`` without exp_avg) and ``d_eps`` is ``d*eps``.
-    """
-    with nogil:
-        if is_double:
-            _prodigy2(<double*> NULL, ptrs, chunks, n_threads, weight_decay, neg_wd, neg_step,
-                      d_eps, has_exp_avg)
-        else:
-            _prodigy2(<float*> NULL, ptrs, chunks, n_threads, weight_decay, neg_wd, neg_step,
-                      d_eps, has_exp_avg)
 
 
 # ---------------------------------------------------------------- combinators
