@@ -25,10 +25,17 @@ cdef extern from *:
     #define restrict __restrict
     #endif
     #define NOPT_MAX_STREAMS 6
+    /* Inlined into each ISA clone of the dispatcher below: left out of line (gcc's
+       inlining budget runs out at 21 variants), a variant runs unvectorised. */
+    #if defined(__GNUC__) || defined(__clang__)
+    #define NOPT_STREAM_INLINE static inline __attribute__((always_inline))
+    #else
+    #define NOPT_STREAM_INLINE static inline
+    #endif
     #define NOPT_R(R, k) if (R > k) s += p##k[j];
     #define NOPT_W(W, k) if (W > k) p##k[j] = s * a + b;
     #define NOPT_STREAM(T, R, W)                                                     \\
-    static void nopt_stream_##T##_##R##_##W(T **p, ptrdiff_t n, T a, T b) {          \\
+    NOPT_STREAM_INLINE void nopt_stream_##T##_##R##_##W(T **p, ptrdiff_t n, T a, T b) { \\
         T *restrict p0 = p[0];                                                       \\
         T *restrict p1 = R > 1 ? p[1] : NULL;                                        \\
         T *restrict p2 = R > 2 ? p[2] : NULL;                                        \\
