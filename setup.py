@@ -8,8 +8,9 @@ Environment switches:
 
 The elementwise kernels are generated: every ``RULE = Rule(...)`` in
 ``nopt/*.py`` (see ``nopt/_kernels/_spec.py``) is rendered through
-``nopt/_kernels/rules.pyx.tp`` into ``nopt/_kernels/rules.pyx`` (not
-committed). Every other ``.pyx`` in ``nopt/_kernels`` is compiled as it is.
+``nopt/_kernels/rules.pyx.tp`` into ``nopt/_kernels/rules.pyx``, and the
+other kernels' ``helpers.pyx.tp`` into ``helpers.pyx`` (generated files are
+not committed). Every other ``.pyx`` in ``nopt/_kernels`` is compiled as it is.
 Extensions are cythonized and compiled in parallel (one job per CPU, also
 under pip, which passes no ``-j``).
 """
@@ -224,24 +225,29 @@ def _rule_specs(spec_module):
     return rules
 
 
-def _render_rules():
-    """Write nopt/_kernels/rules.pyx from its template (only when it changes)."""
+def _render_templates():
+    """Write every nopt/_kernels/X.pyx from its X.pyx.tp (only when it changes).
+
+    The templates see ``rules`` (one render context per rule spec) and
+    ``drive`` (the chunk loop every kernel shares), from _spec.py.
+    """
     from Cython import Tempita
 
     spec_module = _load_spec()
-    contexts = [spec_module.render_context(r) for r in _rule_specs(spec_module)]
-    template = os.path.join(HERE, KERNEL_DIR, "rules.pyx.tp")
-    with open(template, encoding="utf-8") as f:
-        text = Tempita.sub(f.read(), rules=contexts)
-    target = os.path.join(HERE, KERNEL_DIR, "rules.pyx")
-    old = open(target, encoding="utf-8").read() if os.path.exists(target) else None
-    if old != text:
-        with open(target, "w", encoding="utf-8") as f:
-            f.write(text)
+    namespace = dict(rules=[spec_module.render_context(r) for r in _rule_specs(spec_module)],
+                     drive=spec_module.drive)
+    for template in sorted(glob.glob(os.path.join(HERE, KERNEL_DIR, "*.pyx.tp"))):
+        with open(template, encoding="utf-8") as f:
+            text = Tempita.sub(f.read(), **namespace)
+        target = template[:-len(".tp")]
+        old = open(target, encoding="utf-8").read() if os.path.exists(target) else None
+        if old != text:
+            with open(target, "w", encoding="utf-8") as f:
+                f.write(text)
 
 
 def _extensions():
-    _render_rules()
+    _render_templates()
     debug = _flag("NOPT_CYTHON_DEBUG")
     directives = {
         "language_level": 3,

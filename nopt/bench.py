@@ -7,7 +7,7 @@ as the median time per step. Peers:
 ``nopt``
     The nopt optimizer (flat storage for ``-flat`` cases).
 ``roofline``
-    :func:`nopt._kernels.roofline.stream` over a work table of the same
+    :func:`nopt._kernels.helpers.stream` over a work table of the same
     layout (one buffer per stream for ``-flat`` cases, else one array per
     array and stream; same threads, same schedule), in buffers at staggered
     page offsets (no 4K aliasing between streams): it reads and writes the
@@ -151,7 +151,7 @@ def _nopt_peer(name, spec, case, params, grads):
 
 def _roofline_peer(spec, case):
     """The stream kernel over arrays laid out like the nopt peer's."""
-    from ._kernels import _plan, roofline
+    from ._kernels import _plan, helpers as roofline
     from .optimizer import _aligned_zeros
 
     n = case.n_elements

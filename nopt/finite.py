@@ -7,8 +7,9 @@ them, as ``optax.apply_if_finite`` does.
 """
 import numpy as np
 
+from ._closure_optimizer import ClosureOptimizer
 from ._kernels import _plan
-from ._kernels.finite import all_finite
+from ._kernels.helpers import all_finite
 
 __all__ = ["ApplyIfFinite", "grads_are_finite"]
 
@@ -76,7 +77,12 @@ class ApplyIfFinite:
         """Evaluate ``closure`` (if any), then step only if all gradients are finite."""
         loss = closure() if closure is not None else None
         if grads_are_finite(self.optimizer):
-            self.optimizer.step()
+            if closure is not None and isinstance(self.optimizer, ClosureOptimizer):
+                # LBFGS and CG need the closure (they evaluate it again
+                # themselves); their loss is the one from before the step too.
+                self.optimizer.step(closure)
+            else:
+                self.optimizer.step()
             self.consecutive_skips = 0
             self.last_step_applied = True
         else:

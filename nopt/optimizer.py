@@ -11,12 +11,13 @@ import functools
 import itertools
 import math
 import numbers
+import threading
 from collections import OrderedDict
 from itertools import chain
 
 import numpy as np
 
-from ._kernels import _plan, rules as _rules
+from ._kernels import _plan, _safety, rules as _rules
 from ._kernels._plan import StateDict, StateMap
 from ._parameter import Parameter
 
@@ -81,28 +82,47 @@ def register_optimizer_step_post_hook(hook):
     return _add_hook(_global_step_post_hooks, hook)
 
 
+def _lock_of(optimizer):
+    """The optimizer's own re-entrant lock (see README, Threads), made on first use.
+
+    ``step``, ``state_dict`` and ``load_state_dict`` hold it, so concurrent
+    calls on one optimizer run one after the other: two steps never share
+    the work-table caches or count the same step twice, and a state dict is
+    never taken halfway through a step. Kernels release the GIL, so
+    different optimizers still step in parallel. (setdefault is atomic under
+    the GIL: two first users get the same lock.)
+    """
+    lock = optimizer.__dict__.get("_nopt_lock")
+    if lock is None:
+        lock = optimizer.__dict__.setdefault("_nopt_lock", threading.RLock())
+    return lock
+
+
 def _with_step_hooks(step):
     @functools.wraps(step)
     def wrapper(self, *args, **kwargs):
-        # Skip building chains when no hook is registered: this wrapper runs
-        # on every step, and a small model's step is a few microseconds.
-        if _global_step_pre_hooks or self._optimizer_step_pre_hooks:
-            for hook in chain(_global_step_pre_hooks.values(), self._optimizer_step_pre_hooks.values()):
-                result = hook(self, args, kwargs)
-                if result is not None:
-                    if isinstance(result, tuple) and len(result) == 2:
-                        args, kwargs = result
-                    else:
-                        raise RuntimeError(
-                            f"{hook} must return None or a tuple of (new_args, new_kwargs), "
-                            f"but got {result}."
-                        )
-        out = step(self, *args, **kwargs)
-        self._opt_called = True
-        if self._optimizer_step_post_hooks or _global_step_post_hooks:
-            for hook in chain(self._optimizer_step_post_hooks.values(), _global_step_post_hooks.values()):
-                hook(self, args, kwargs)
-        return out
+        # One step at a time per optimizer (see _lock_of).
+        lock = self.__dict__.get("_nopt_lock")
+        with lock if lock is not None else _lock_of(self):
+            # Skip building chains when no hook is registered: this wrapper runs
+            # on every step, and a small model's step is a few microseconds.
+            if _global_step_pre_hooks or self._optimizer_step_pre_hooks:
+                for hook in chain(_global_step_pre_hooks.values(), self._optimizer_step_pre_hooks.values()):
+                    result = hook(self, args, kwargs)
+                    if result is not None:
+                        if isinstance(result, tuple) and len(result) == 2:
+                            args, kwargs = result
+                        else:
+                            raise RuntimeError(
+                                f"{hook} must return None or a tuple of (new_args, new_kwargs), "
+                                f"but got {result}."
+                            )
+            out = step(self, *args, **kwargs)
+            self._opt_called = True
+            if self._optimizer_step_post_hooks or _global_step_post_hooks:
+                for hook in chain(self._optimizer_step_post_hooks.values(), _global_step_post_hooks.values()):
+                    hook(self, args, kwargs)
+            return out
 
     wrapper._nopt_hooked = True
     return wrapper
@@ -150,6 +170,9 @@ class Optimizer:
     # State keys whose arrays have the parameter's shape (checked on load,
     # and kept in flat per-group buffers).
     _elementwise_state = ()
+    # (reliability) The streams of the step being planned, after a flag
+    # (see _plan_then_run); None outside a step.
+    _step_tables = None
     # Keys every non-empty per-parameter state must hold, whatever the options
     # (checked on load, so a bad checkpoint fails there and not in a step).
     _required_state = ()
@@ -329,6 +352,8 @@ class Optimizer:
                 params = list(params)
             for batch_params, grads, indices, is_double in _plan.gather(params, gi, caches[gi]):
                 batches.append(_Batch(group, gi, batch_params, grads, indices, is_double))
+            if caches[gi].rebuilt and self._step_tables is not None:
+                self._step_tables[0] = True  # (see _plan_then_run: run the aliasing check)
         return batches
 
     def _table(self, streams, tag=None):
@@ -351,7 +376,15 @@ class Optimizer:
             if len(caches) > 256:
                 caches = self._table_caches = {"state": self.state}
             cache = caches[key] = _plan.TableCache()
-        return _plan.make_table(streams, cache)
+        table = _plan.make_table(streams, cache)
+        # Inside _plan_then_run: keep the streams (alive until the kernels
+        # finish, and for the aliasing check when a table was rebuilt).
+        tables = self._step_tables
+        if tables is not None:
+            tables.append(streams)
+            if cache.rebuilt:
+                tables[0] = True
+        return table
 
     def _state_column(self, params, key):
         """``[self.state[p].get(key) for p in params]`` (None where missing), and the missing count.
@@ -365,7 +398,7 @@ class Optimizer:
         """:meth:`_state_column` for several keys: ``([column, ...], n_missing_any)``."""
         return _plan.columns(self.state, params, tuple(keys))
 
-    def _state_step(self, params, keys, step_key="step", cache=None):
+    def _state_step(self, params, keys, step_key="step", cache=None, old_out=None):
         """Gather state arrays and count a step, touching each state dict once.
 
         ``cache`` (any hashable naming the call site, e.g. the group index)
@@ -385,6 +418,9 @@ class Optimizer:
             The incremented counts, in order (None when ``missing``).
         common : float or None
             The shared count when all are equal (the usual case), else None.
+
+        ``old_out`` (a list) gets the list of the count objects held before,
+        when the step was counted (see ``_plan.columns_and_increment``).
         """
         step_cache = None
         if cache is not None:
@@ -394,7 +430,7 @@ class Optimizer:
                 if caches is None or len(caches) > 256:
                     caches = self._step_caches = {}
                 step_cache = caches[cache] = _plan.StepCache()
-        return _plan.columns_and_increment(self.state, params, tuple(keys), step_key, step_cache)
+        return _plan.columns_and_increment(self.state, params, tuple(keys), step_key, step_cache, old_out)
 
     def _increment_state(self, params, key="step"):
         """Add 1 to the float ``self.state[p][key]`` of every parameter.
@@ -470,15 +506,61 @@ class Optimizer:
         calls, undo = [], []
         # Numeric hyperparameters set by hand to non-numbers fail here, before any change.
         _plan.check_numbers(self.param_groups, self._number_keys)
+        # (reliability) `batches` and `tables` hold every array the kernels
+        # touch until they finish, whatever other threads do to the
+        # parameters' grads or the state meanwhile.
+        # tables[0]: some gather or table cache was rebuilt (an array changed).
+        tables = self._step_tables = [False]
         try:
-            for batch in self._batches():
+            batches = self._batches()
+            for batch in batches:
                 self._plan(batch, calls, undo)
+            if tables[0]:
+                # Some array changed since the last step: check that no two
+                # overlap (a cached step pays nothing for this).
+                self._check_aliasing(tables[1:])
         except BaseException:
             self._revert(undo)
             raise
-        for function, args in calls:
-            function(*args)
+        finally:
+            self._step_tables = None
+        # (reliability) All kernels and scalar-state stores, back to back from
+        # C: a signal (Ctrl-C) is handled only once the whole step is applied.
+        _safety.run(calls)
         return loss
+
+    def _check_aliasing(self, tables):
+        """Raise ValueError if two arrays of this step overlap in memory (see ``_safety.find_alias``)."""
+        groups = [g["params"] for g in self.param_groups]
+        found = _safety.find_alias(groups, tables)
+        if found is None:
+            return
+        # An error: name the arrays (a repeated parameter first, since its
+        # state arrays are listed twice as well).
+        where = {}
+        for gi, params in enumerate(groups):
+            for pi, p in enumerate(params):
+                name = f"param_groups[{gi}]['params'][{pi}]"
+                first = where.setdefault(id(p), name)
+                if first is not name:
+                    raise ValueError(
+                        f"{name} is {first} again; list each parameter once (a parameter "
+                        "was added a second time after the optimizer was made)")
+
+        def describe(entry):
+            x, role, owner, _ = entry
+            if role == 0:
+                return f"param_groups[{owner[0]}]['params'][{owner[1]}]"
+            name = where.get(id(owner), "a parameter")
+            if role == 1:
+                return f"the grad of {name}"
+            keys = [k for k, v in self.state.get(owner, {}).items() if v is x]
+            return f"state {keys[0]!r} of {name}" if keys else f"a state array of {name}"
+
+        (a, b) = found
+        raise ValueError(
+            f"{describe(b)} shares memory with {describe(a)}; every parameter, gradient and "
+            "state array must have memory of its own")
 
     # ------------------------------------------------------------------ the rule's plan
     def _plan(self, batch, calls, undo):
@@ -712,13 +794,15 @@ class Optimizer:
             As :meth:`_state_step`, with nothing missing.
         """
         params = batch.params
-        columns, missing, steps, common = self._state_step(params, keys, cache=cache)
+        olds = []
+        columns, missing, steps, common = self._state_step(params, keys, "step", cache, olds)
         if missing:
             self._init_state(batch, keys, undo)
-            columns, missing, steps, common = self._state_step(params, keys, cache=cache)
+            columns, missing, steps, common = self._state_step(params, keys, "step", cache, olds)
             if missing:
                 raise self._incomplete_state(batch, keys)
-        undo.append(params)
+        # The very count objects of before: a failed step puts them back.
+        undo.append((params, olds[-1], "step"))
         return columns, steps, common
 
     def _fresh_state(self, param, undo):
@@ -739,14 +823,15 @@ class Optimizer:
     def _revert(self, undo):
         """Undo, latest first, the changes a failed plan noted in ``undo``.
 
-        An entry is a list of parameters whose step was counted (each count
-        goes back down by one: exact for the whole counts torch and nopt
-        store), or a ``(parameter, entries)`` pair from :meth:`_fresh_state`.
+        An entry is ``(parameters, old counts, key)`` for a counted step
+        (each count is set back to the very object it was, not to the new
+        count minus one, which rounding or a type change would alter), or a
+        ``(parameter, entries)`` pair from :meth:`_fresh_state`.
         Every write is a Python-level dict write, which the step caches note.
         """
         state = self.state
         for entry in reversed(undo):
-            if type(entry) is tuple:
+            if len(entry) == 2:
                 param, before = entry
                 if before is None:
                     state.pop(param, None)
@@ -755,9 +840,10 @@ class Optimizer:
                     current.clear()
                     current.update(before)
             else:
-                for param in entry:
-                    current = state[param]
-                    current["step"] = current["step"] - 1.0
+                params, olds, key = entry
+                # Backwards, so a parameter listed twice gets its first old count.
+                for k in range(len(olds) - 1, -1, -1):
+                    state[params[k]][key] = olds[k]
 
     def _incomplete_state(self, batch, keys):
         """The KeyError for a state (edited by hand) that lacks ``step`` or one of ``keys``.
@@ -767,7 +853,8 @@ class Optimizer:
         name = type(self).__name__
         for k, param in enumerate(batch.params):
             state = self.state.get(param, {})
-            for key in ("step",) + tuple(keys):
+            counted = ("step",) if self.rule is None or self.rule.step else ()
+            for key in counted + tuple(keys):
                 if state.get(key) is None:
                     return KeyError(f"{name}: the state of param_groups[{batch.group_index}]"
                                     f"['params'][{batch.indices[k]}] has no {key!r}")
@@ -809,6 +896,10 @@ class Optimizer:
             with parameter ids counted across groups in order. State arrays
             are the optimizer's own (not copies), as in torch.
         """
+        with _lock_of(self):  # never halfway through another thread's step
+            return self._state_dict()
+
+    def _state_dict(self):
         for hook in self._optimizer_state_dict_pre_hooks.values():
             hook(self)
         mapping = {}
@@ -844,6 +935,10 @@ class Optimizer:
         TypeError, ValueError
             On any mismatch; the optimizer is then unchanged.
         """
+        with _lock_of(self):  # never halfway through another thread's step
+            self._load_state_dict(state_dict)
+
+    def _load_state_dict(self, state_dict):
         if not isinstance(state_dict, dict):
             raise TypeError(f"state_dict must be a dict, got {type(state_dict).__name__}")
         state_dict = dict(state_dict)
@@ -914,11 +1009,36 @@ class Optimizer:
                         f"{type(self).__name__} state needs {', '.join(self._required_state)}"
                     )
 
+        self._check_option_state(new_groups, new_state)
         self._flatten_state(new_groups, new_state)
         self.param_groups = new_groups
         self.state = new_state
         for hook in self._optimizer_load_state_dict_post_hooks.values():
             hook(self)
+
+    # (option, state key): a group whose ``option`` is on (truthy) needs
+    # ``state key`` in every non-empty state (checked at load).
+    _option_state = ()
+
+    def _check_option_state(self, groups, state):
+        """Raise ValueError if a loaded state lacks what its group's options need."""
+        if not self._option_state:
+            return
+        ids = itertools.count()
+        for gi, group in enumerate(groups):
+            need = [key for option, key in self._option_state if group.get(option)]
+            for pi, p in enumerate(group["params"]):
+                k = next(ids)
+                entry = state.get(p)
+                if not entry:
+                    continue
+                lacking = [key for key in need if entry.get(key) is None]
+                if lacking:
+                    on = [o for o, key in self._option_state if key in lacking]
+                    raise ValueError(
+                        f"loaded state for param_groups[{gi}]['params'][{pi}] lacks "
+                        f"{', '.join(map(repr, lacking))}, which its group's "
+                        f"{', '.join(map(repr, on))} option needs")
 
     def _check_group_value(self, group_index, key, value):
         """Type-check a loaded hyperparameter against the default's type."""
@@ -942,9 +1062,19 @@ class Optimizer:
             if not isinstance(value, str):
                 raise TypeError(f"{where} must be a str, got {value!r}")
 
+    @functools.cached_property
+    def _scalar_state(self):
+        """State keys holding one number: ``step`` and the required non-array keys."""
+        return ("step",) + tuple(
+            k for k in self._required_state if k != "step" and k not in self._elementwise_state)
+
     def _load_state_value(self, param_id, param, key, value):
         """Check one loaded state entry and return the optimizer's own copy."""
         where = f"loaded state[{param_id}]['{key}']"
+        if key in self._scalar_state:
+            if value is None and key != "step":
+                return None
+            return _check_scalar(value, where, count=(key == "step"))
         if isinstance(value, np.ndarray):
             if value.dtype.kind not in "fiub":
                 raise TypeError(f"{where} has dtype {value.dtype}; expected a numeric array")
@@ -958,12 +1088,6 @@ class Optimizer:
             if value.dtype.kind == "f" and key != "step":
                 return np.array(value, dtype=param.dtype, order="C", copy=True)
             return np.array(value, copy=True)
-        if key == "step":
-            if not _is_number(value):
-                raise TypeError(f"{where} must be a number, got {value!r}")
-            if not math.isfinite(value) or value < 0:
-                raise ValueError(f"{where} must be a finite count >= 0, got {value!r}")
-            return float(value)
         if key in self._elementwise_state:
             if value is None:
                 return None
@@ -1049,6 +1173,48 @@ def _check_no_shared_memory(groups):
                 f"param_groups[{g0}]['params'][{p0}] and param_groups[{g1}]['params'][{p1}] "
                 "share memory; each parameter must have memory of its own"
             )
+
+
+# Counts above this are not whole floats any more (and a step adds 1 to a float).
+_MAX_COUNT = 2 ** 53
+
+
+def _check_scalar(value, where, count=False):
+    """The one check of a loaded scalar state value; return it as a Python float.
+
+    Whatever the container (a Python number, a NumPy scalar or a 0-d
+    array), the value must be a real number, not a bool, and finite; a
+    count (``count=True``) must also be whole, >= 0 and at most 2**53.
+    Raises TypeError or ValueError (never OverflowError).
+    """
+    x = value
+    if isinstance(x, np.ndarray):
+        if x.ndim != 0:
+            raise TypeError(f"{where} must be a number, got an array of shape {x.shape}")
+        x = x[()]
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (numbers.Integral, numbers.Real)):
+        raise TypeError(f"{where} must be a real number, got {value!r}")
+    if isinstance(x, numbers.Integral):
+        x = int(x)
+        if count and not 0 <= x <= _MAX_COUNT:
+            raise ValueError(f"{where} must be a whole count in [0, 2**53], got {_short(x)}")
+        if abs(x) > _MAX_COUNT:
+            raise ValueError(f"{where} is too large: {_short(x)}")
+        return float(x)
+    try:
+        x = float(x)
+    except (OverflowError, ValueError, TypeError):
+        raise ValueError(f"{where} must be a finite real number, got {_short(value)}") from None
+    if not math.isfinite(x):
+        raise ValueError(f"{where} must be finite, got {x!r}")
+    if count and not (0 <= x <= _MAX_COUNT and x == int(x)):
+        raise ValueError(f"{where} must be a whole count in [0, 2**53], got {x!r}")
+    return x
+
+
+def _short(x):
+    text = repr(x) if not isinstance(x, int) or abs(x) < 10 ** 30 else f"an int of {x.bit_length()} bits"
+    return text if len(text) < 80 else text[:77] + "..."
 
 
 def _check_plain(value, where, dtype):

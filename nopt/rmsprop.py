@@ -125,6 +125,7 @@ class RMSprop(Optimizer):
     """
 
     rule = RULE
+    _option_state = (("momentum", "momentum_buffer"), ("centered", "grad_avg"))  # checked at load
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
                  centered=False, *, maximize=False):

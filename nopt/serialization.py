@@ -3,15 +3,24 @@
 A checkpoint is a zip file holding ``manifest.json`` (the nested structure,
 with arrays replaced by references) and one ``.npy`` file per array, read
 with ``allow_pickle=False``. Writes go to a temporary file in the same folder
-and are moved into place with ``os.replace``, so a crash never leaves a
-half-written checkpoint under the final name.
+(named ``.<name>.nopt-tmp-<pid>-<random>``) and are moved into place with
+``os.replace``, so a crash never leaves a half-written checkpoint under the
+final name; a save killed outright (``kill -9``, power loss) can leave such a
+temporary file behind, which is safe to delete.
+
+Loading treats the file as hostile: only regular files are opened; every
+array's size is checked against its member's declared size and against a
+``max_bytes`` budget before anything is allocated; each array is read once,
+straight into its final buffer; and every failure is a
+:class:`CheckpointError`.
 """
-import io
 import json
 import math
+import numbers
 import os
+import secrets
+import stat
 import struct
-import tempfile
 import zipfile
 import zlib
 
@@ -68,6 +77,24 @@ def _encode(obj, arrays, depth=0):
     raise TypeError(f"cannot save an object of type {type(obj).__name__}")
 
 
+class _Reader:
+    """Reads a checkpoint's arrays once each, within a byte budget."""
+
+    def __init__(self, archive, max_bytes):
+        self.archive = archive
+        self.max_bytes = max_bytes
+        self.used = 0
+        self.arrays = {}
+
+    def array(self, name):
+        # A member referenced several times is read (and counted) once.
+        if not isinstance(name, str):
+            raise CheckpointError("bad array reference in manifest")
+        if name not in self.arrays:
+            self.arrays[name] = _read_array(self, name)
+        return self.arrays[name]
+
+
 def _decode(node, archive, depth=0):
     if depth > _MAX_DEPTH:
         raise CheckpointError("manifest is nested too deeply")
@@ -78,7 +105,7 @@ def _decode(node, archive, depth=0):
     if not isinstance(node, dict) or len(node) == 0:
         raise CheckpointError(f"unexpected manifest entry {node!r}")
     if "__array__" in node:
-        array = _read_array(archive, node["__array__"])
+        array = archive.array(node["__array__"])
         return array[()] if node.get("__scalar__") else array
     if "__float__" in node:
         text = node["__float__"]
@@ -106,31 +133,86 @@ def _expect_list(value):
     return value
 
 
-def _read_array(archive, name):
-    if not isinstance(name, str):
-        raise CheckpointError("bad array reference in manifest")
+# Loadable dtypes: numbers, and the non-empty strings ``save`` writes. Never
+# structured, object, datetime or void arrays, nor zero-width strings.
+_DTYPE_KINDS = "biufcSU"
+_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0,
+                   (2, 0): np.lib.format.read_array_header_2_0}
+_CHUNK = 1 << 20
+
+
+def _read_array(reader, name):
+    member = f"arrays/{name}.npy"
     try:
-        with archive.open(f"arrays/{name}.npy") as f:
-            data = f.read()
-        stream = io.BytesIO(data)
-        # Check the header against the bytes present before numpy allocates:
-        # a corrupt header must not ask for terabytes.
-        version = np.lib.format.read_magic(stream)
-        read_header = {(1, 0): np.lib.format.read_array_header_1_0,
-                       (2, 0): np.lib.format.read_array_header_2_0}.get(version)
-        if read_header is None:
-            raise ValueError(f"unsupported .npy version {version}")
-        shape, fortran, dtype = read_header(stream)
-        if dtype.hasobject:
-            raise ValueError("object arrays are not allowed")
-        if int(np.prod(shape, dtype=np.float64)) * dtype.itemsize > len(data):
-            raise ValueError(f"header promises shape {shape} of {dtype}, more than the stored bytes")
-        stream.seek(0)
-        return np.lib.format.read_array(stream, allow_pickle=False)
+        info = reader.archive.getinfo(member)
     except KeyError as exc:
         raise CheckpointError(f"checkpoint lacks array {name!r}") from exc
+    try:
+        with reader.archive.open(info) as f:
+            version = np.lib.format.read_magic(f)
+            read_header = _HEADER_READERS.get(version)
+            if read_header is None:
+                raise ValueError(f"unsupported .npy version {version}")
+            shape, fortran, dtype = read_header(f)
+            if (dtype.hasobject or dtype.names is not None or dtype.subdtype is not None
+                    or dtype.kind not in _DTYPE_KINDS or dtype.itemsize == 0):
+                raise ValueError(f"dtype {dtype} is not allowed (numbers and non-empty strings only)")
+            count = 1
+            for n in shape:
+                count *= n
+            nbytes = count * dtype.itemsize
+            # Check the declared sizes before allocating: the header must
+            # describe exactly the member's uncompressed bytes, and the
+            # total must stay within the budget.
+            if nbytes != info.file_size - f.tell():
+                raise ValueError(
+                    f"header promises shape {shape} of {dtype} ({nbytes} bytes), but the member "
+                    f"holds {info.file_size - f.tell()} bytes of data")
+            if reader.used + nbytes > reader.max_bytes:
+                raise CheckpointError(
+                    f"array {name!r} ({nbytes} bytes) would take the checkpoint past "
+                    f"max_bytes={reader.max_bytes}; pass a larger max_bytes to nopt.load "
+                    "if the file is trusted")
+            reader.used += nbytes
+            array = np.empty(shape, dtype=dtype, order="F" if fortran else "C")
+            # Straight into the array's own memory, a chunk at a time.
+            view = memoryview(array.T if fortran else array).cast("B") if nbytes else memoryview(b"")
+            pos = 0
+            while pos < nbytes:
+                got = f.readinto(view[pos:pos + _CHUNK])
+                if not got:
+                    raise EOFError(f"member ends after {pos} of {nbytes} bytes")
+                pos += got
+            if f.read(1):  # also makes zipfile check the CRC
+                raise ValueError("member holds more bytes than its header describes")
+            return array
+    except CheckpointError:
+        raise
+    except MemoryError as exc:
+        raise CheckpointError(f"array {name!r} in the checkpoint does not fit in memory") from exc
     except _READ_ERRORS as exc:
         raise CheckpointError(f"array {name!r} in the checkpoint is unreadable: {exc}") from exc
+
+
+def _save_target(path):
+    """The file a save to ``path`` replaces: a symlink's final target, so the link stays."""
+    return os.path.realpath(path) if os.path.islink(path) else path
+
+
+def _create_temp(target):
+    """Open a new temporary file next to ``target``; return (fd, name).
+
+    Created with mode 0o666, which the umask reduces as for any new file.
+    """
+    folder, base = os.path.split(os.path.abspath(target))
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = os.path.join(folder, f".{base}.nopt-tmp-{os.getpid()}-{secrets.token_hex(4)}")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a temporary file next to {target!r}")
 
 
 def save(obj, path):
@@ -142,15 +224,29 @@ def save(obj, path):
         Typically ``optimizer.state_dict()`` or ``scheduler.state_dict()``,
         or a dict holding several of them.
     path : str or os.PathLike
-        Destination file. It is replaced atomically.
+        Destination file. It is replaced atomically. A symlink is followed:
+        its target is replaced and the link kept. An existing file keeps
+        its permission bits; a new one gets those the umask gives.
+
+    Notes
+    -----
+    The data is first written to ``.<name>.nopt-tmp-<pid>-<random>`` in the
+    destination's folder. A save killed before it could clean up (``kill
+    -9``, power loss) leaves that file behind; such files are never read and
+    can be deleted (``rm .*.nopt-tmp-*``).
     """
     arrays = {}
     manifest = {"format": FORMAT, "version": VERSION, "root": _encode(obj, arrays)}
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".nopt-", suffix=".tmp", dir=folder)
+    target = _save_target(os.fspath(path))
+    try:
+        mode = stat.S_IMODE(os.stat(target).st_mode)
+    except FileNotFoundError:
+        mode = None
+    fd, tmp = _create_temp(target)
     try:
         with os.fdopen(fd, "wb") as f:
+            if mode is not None and hasattr(os, "fchmod"):
+                os.fchmod(f.fileno(), mode)  # an existing file keeps its mode
             with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as archive:
                 archive.writestr(_MANIFEST, json.dumps(manifest, allow_nan=False))
                 for name, array in arrays.items():
@@ -158,7 +254,7 @@ def save(obj, path):
                         np.lib.format.write_array(out, array, allow_pickle=False)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException:
         try:
             os.unlink(tmp)
@@ -167,37 +263,86 @@ def save(obj, path):
         raise
 
 
-def load(path):
+# The default budget of nopt.load: what a checkpoint's arrays may take in
+# memory. ``nopt.save`` stores arrays uncompressed, so a genuine checkpoint
+# needs about its file size; a small file that inflates to far more is a zip
+# bomb.
+_MIN_BUDGET = 1 << 30
+_BUDGET_RATIO = 64
+_MAX_MANIFEST = 64 << 20
+
+
+def load(path, max_bytes=None):
     """Read a checkpoint written by :func:`save`. Never executes code.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A regular file (devices, FIFOs and directories are refused).
+    max_bytes : int, optional
+        The most bytes the checkpoint's arrays may take once loaded, checked
+        before each array is allocated. Default: the larger of 1 GiB and 64
+        times the file's size (``nopt.save`` writes arrays uncompressed, so
+        this only stops files that inflate far beyond their size).
 
     Raises
     ------
     CheckpointError
         (a ``ValueError``) if the file is not a nopt checkpoint, is
-        truncated, or is corrupt.
+        truncated, corrupt, not a regular file, or needs more than
+        ``max_bytes`` (or more memory than there is).
     """
     path = os.fspath(path)
+    if max_bytes is not None and (not isinstance(max_bytes, numbers.Integral)
+                                  or isinstance(max_bytes, bool) or max_bytes < 0):
+        raise TypeError(f"max_bytes must be a non-negative int or None, got {max_bytes!r}")
+    # O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused below).
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
     try:
-        archive = zipfile.ZipFile(path, "r")
+        fd = os.open(path, flags)
     except FileNotFoundError:
         raise
-    except _READ_ERRORS as exc:
-        raise CheckpointError(f"{path!r} is not a nopt checkpoint (not a zip file, or truncated)") from exc
-    with archive:
+    except OSError as exc:
+        raise CheckpointError(f"cannot open {path!r}: {exc}") from exc
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise CheckpointError(f"{path!r} is not a regular file (a device, FIFO or directory)")
+    with os.fdopen(fd, "rb") as file:
+        if max_bytes is None:
+            max_bytes = max(_MIN_BUDGET, _BUDGET_RATIO * info.st_size)
         try:
-            with archive.open(_MANIFEST) as f:
-                manifest = json.loads(f.read().decode("utf-8"))
-        except KeyError as exc:
-            raise CheckpointError(f"{path!r} is not a nopt checkpoint (no manifest)") from exc
-        except (_READ_ERRORS + (RecursionError,)) as exc:
-            raise CheckpointError(f"{path!r} has a corrupt manifest: {exc}") from exc
-        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-            raise CheckpointError(f"{path!r} is not a nopt checkpoint")
-        if manifest.get("version") != VERSION:
-            raise CheckpointError(f"{path!r} has unsupported checkpoint version {manifest.get('version')!r}")
-        if "root" not in manifest:
-            raise CheckpointError(f"{path!r} has no content")
-        try:
-            return _decode(manifest["root"], archive)
-        except RecursionError as exc:
-            raise CheckpointError("manifest is nested too deeply") from exc
+            archive = zipfile.ZipFile(file, "r")
+        except (_READ_ERRORS + (MemoryError,)) as exc:
+            raise CheckpointError(f"{path!r} is not a nopt checkpoint (not a zip file, or truncated)") from exc
+        with archive:
+            return _load(archive, path, int(max_bytes))
+
+
+def _load(archive, path, max_bytes):
+    names = archive.namelist()
+    if len(set(names)) != len(names):
+        raise CheckpointError(f"{path!r} holds the same member twice")
+    try:
+        info = archive.getinfo(_MANIFEST)
+    except KeyError as exc:
+        raise CheckpointError(f"{path!r} is not a nopt checkpoint (no manifest)") from exc
+    if info.file_size > min(_MAX_MANIFEST, max_bytes):
+        raise CheckpointError(f"{path!r} has a manifest of {info.file_size} bytes, too large")
+    try:
+        with archive.open(info) as f:
+            manifest = json.loads(f.read(info.file_size + 1).decode("utf-8"))
+    except (_READ_ERRORS + (RecursionError, MemoryError)) as exc:
+        raise CheckpointError(f"{path!r} has a corrupt manifest: {exc}") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise CheckpointError(f"{path!r} is not a nopt checkpoint")
+    if manifest.get("version") != VERSION:
+        raise CheckpointError(f"{path!r} has unsupported checkpoint version {manifest.get('version')!r}")
+    if "root" not in manifest:
+        raise CheckpointError(f"{path!r} has no content")
+    try:
+        return _decode(manifest["root"], _Reader(archive, max_bytes))
+    except RecursionError as exc:
+        raise CheckpointError("manifest is nested too deeply") from exc
+    except MemoryError as exc:
+        raise CheckpointError(f"{path!r} does not fit in memory") from exc

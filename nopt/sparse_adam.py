@@ -3,7 +3,7 @@ import math
 
 import numpy as np
 
-from ._kernels.sparse_adam import sparse_adam as _sparse_adam_kernel
+from ._kernels.helpers import sparse_adam as _sparse_adam_kernel
 from ._parameter import Parameter
 from .optimizer import Optimizer
 
@@ -258,12 +258,13 @@ class SparseAdam(Optimizer):
             beta1, beta2 = group["betas"]
             # State first, then the step counts, in group order as torch. A
             # parameter listed twice is stepped twice, one call per repeat.
-            fresh = [it.param for it in items if len(self.state[it.param]) == 0]
+            fresh = [it.param for it in items if not self.state.get(it.param)]
             fresh = list({id(p): p for p in fresh}.values())
             for dtype in _FLOATS:
                 same = [p for p in fresh if p.dtype == dtype]
                 for p, m, v in zip(same, self._flat_zeros(same), self._flat_zeros(same)):
-                    self.state[p].update(step=0, exp_avg=m, exp_avg_sq=v)
+                    # (_fresh_state also works when ``state`` is a plain dict set by hand.)
+                    self._fresh_state(p, []).update(step=0, exp_avg=m, exp_avg_sq=v)
             rounds, seen = [], {}
             for it in items:
                 state = self.state[it.param]

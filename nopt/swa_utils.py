@@ -21,7 +21,7 @@ import warnings
 import numpy as np
 
 from ._kernels import _plan
-from ._kernels import averaging as _avg
+from ._kernels import helpers as _avg
 from .lr_scheduler import LRScheduler, _format_param
 
 __all__ = [

@@ -1,6 +1,6 @@
 """Gradient clipping, as ``torch.nn.utils``: clip_grad_norm_, clip_grad_value_ & co.
 
-The norm is a multi-tensor reduction in nopt/_kernels/gradnorm.pyx: per-chunk
+The norm is a multi-tensor reduction in nopt/_kernels/helpers.pyx.tp: per-chunk
 partial sums in double, combined in a fixed order, so the result does not
 depend on the thread count. Scaling and clamping are elementwise kernels.
 """
@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 
 from ._kernels import _plan
-from ._kernels import gradnorm as _k
+from ._kernels import helpers as _k
 
 __all__ = [
     "clip_grad_norm_",

@@ -10,7 +10,7 @@ import pytest
 import nopt
 import optim_db
 from nopt import _reference, bench
-from nopt._kernels import _plan, roofline
+from nopt._kernels import _plan, helpers as roofline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -144,6 +144,24 @@ static inline const char *nopt_simd_level(void) { return "baseline (no run-time 
 #define NOPT_FMA_CLONES
 #endif
 
+/* The referent of a weak reference, as a new reference (None once dead).
+   PyWeakref_GET_OBJECT is deprecated from CPython 3.13, whose
+   PyWeakref_GetRef returns a strong reference instead. */
+#if PY_VERSION_HEX >= 0x030D0000
+static inline PyObject *nopt_weakref_get(PyObject *ref) {
+    PyObject *obj = NULL;
+    if (PyWeakref_GetRef(ref, &obj) < 0) return NULL;
+    if (obj == NULL) { Py_INCREF(Py_None); return Py_None; }
+    return obj;
+}
+#else
+static inline PyObject *nopt_weakref_get(PyObject *ref) {
+    PyObject *obj = PyWeakref_GET_OBJECT(ref);
+    Py_INCREF(obj);
+    return obj;
+}
+#endif
+
 /* A prefetch hint for the per-parameter loops of _plan.pyx: after a large
    kernel every Python object they read is a cache miss, and the loops know
    which objects come next. */

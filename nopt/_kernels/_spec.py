@@ -16,7 +16,7 @@ load it by path.
 """
 import itertools
 
-__all__ = ["Rule", "LITERAL_FIELDS"]
+__all__ = ["Rule", "LITERAL_FIELDS", "drive", "render_context"]
 
 # Fields setup.py reads from the source (they must be literals there).
 LITERAL_FIELDS = ("name", "state", "scalar_state", "step", "args", "derived", "flags", "valid",
@@ -156,6 +156,38 @@ def _stream(entry):
 
 
 # ---------------------------------------------------------------- rendering (setup.py)
+_FP_MODES = {"ftz": ("nopt_ftz_enter", "nopt_ftz_exit"),
+             "ieee": ("nopt_ieee_enter", "nopt_ieee_exit"), None: None}
+
+
+def drive(call, fp="ftz", when=None, n_chunks="n_chunks", indent=4):
+    """The chunk loop of every kernel (the templates' shared driver), as Cython lines.
+
+    Runs ``call`` (one line, using the chunk index ``c``) for every chunk:
+    in the calling thread when ``n_threads <= 1`` (no OpenMP team: a team
+    costs about a microsecond, most of a small step), else over a ``prange``.
+    ``fp`` is the floating-point mode each thread sets around its chunks and
+    restores after (``"ftz"``: flush subnormals to zero; ``"ieee"``: no
+    flushing; None: the caller's mode), only when the Cython condition
+    ``when`` holds if given. The caller declares ``c``, ``fp = 0`` (an
+    unsigned long long) and ``n_threads``.
+    """
+    modes = _FP_MODES[fp]
+    enter = exit_ = []
+    if modes is not None:
+        enter = [f"fp = {modes[0]}()"]
+        exit_ = [f"{modes[1]}(fp)"]
+        if when is not None:
+            enter = [f"if {when}:", "    " + enter[0]]
+            exit_ = [f"if {when}:", "    " + exit_[0]]
+    lines = (["if n_threads <= 1:"] + _indent(enter + [f"for c in range({n_chunks}):", "    " + call]
+                                              + exit_)
+             + ["else:", "    with parallel(num_threads=n_threads):"]
+             + _indent(enter + [f"for c in prange({n_chunks}, schedule=\"static\"):", "    " + call]
+                       + exit_, 8))
+    return "\n".join(_indent(lines, indent))
+
+
 def _indent(lines, n=4):
     return [" " * n + line if line else line for line in lines]
 
@@ -243,11 +275,10 @@ def render_context(rule):
         loops.append(dict(index=k, literal=literal))
 
     python_flags = [n for n, src in rule.flags if src is None or src == "fresh"]
-    args_double = ", ".join(f"double {a}" for a in rule.args)
     wrapper_params = ", ".join(
         [f"double {a}" for a in rule.args] + [f"bint {n}" for n in python_flags])
     wrapper_names = ", ".join(list(rule.args) + python_flags)
-    driver_params = ", ".join([f"double {a}" for a in rule.args] + [f"bint {n}" for n in python_flags])
+    driver_params = wrapper_params
     task_index_params = ", ".join(f"Py_ssize_t s_{k}" for k in optional)
     task_index_names = ", ".join(f"s_{k}" for k in optional)
 
@@ -268,14 +299,12 @@ def render_context(rule):
         casts=casts,
         flag_lines=flag_lines,
         index_lines=index_lines,
-        task_args=join(task_index_names, typed_t, ", ".join(flag_names)),
         dispatched="nopt_fma_dispatched" if rule.isa == "fma" else "nopt_dispatched",
-        enter="nopt_ftz_enter" if rule.ftz else "nopt_ieee_enter",
-        exit="nopt_ftz_exit" if rule.ftz else "nopt_ieee_exit",
+        driver=drive(f"_{name}_task(ptrs, n_streams, chunks, c, "
+                     f"{join(task_index_names, typed_t, ', '.join(flag_names))})",
+                     "ftz" if rule.ftz else "ieee"),
         wrapper_params=wrapper_params,
         wrapper_names=wrapper_names,
         n_streams=n_streams,
         doc=rule.doc.strip() or f"Apply one {name} step to every array in the table (releases the GIL).",
-        n_combos=len(combos),
-        args_double=args_double,
     )
