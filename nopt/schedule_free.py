@@ -9,6 +9,7 @@ from . import _beyond
 from ._kernels import _plan as _plan_module
 from ._kernels import rules as _rules
 from ._kernels._spec import Rule
+from ._kernels.beyond import set_items
 from ._kernels.helpers import EMA, average
 from .optimizer import Optimizer
 
@@ -145,8 +146,8 @@ class _ScheduleFree(Optimizer):
         weight = ((k + 1) ** group["r"]) * (lr_max ** group["weight_lr_power"])
         weight_sum = group["weight_sum"] + weight
         ckp1 = weight / weight_sum if weight_sum != 0 else 0.0
-        calls.append((group.update, (dict(k=k + 1, scheduled_lr=lr, lr_max=lr_max,
-                                          weight_sum=weight_sum),)))
+        calls.append((set_items, (group, ("k", "scheduled_lr", "lr_max", "weight_sum"),
+                                  (k + 1, lr, lr_max, weight_sum))))
         planned = self._group_plans[gi] = (k, lr, ckp1)
         return planned
 

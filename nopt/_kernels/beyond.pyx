@@ -741,3 +741,17 @@ def accumulate(const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, bint 
             _combine(<double*> NULL, ptrs, chunks, n_threads, scale, op)
         else:
             _combine(<float*> NULL, ptrs, chunks, n_threads, scale, op)
+
+
+def set_items(dict target, tuple keys, tuple values):
+    """``target[k] = v`` for each pair: a group's counters, written in a step's run phase.
+
+    A compiled function, so that ``_safety.run`` can call it between kernels
+    (it calls each function from C with no keyword dict, which
+    ``dict.update`` refuses) and no signal handler runs in between.
+    """
+    cdef Py_ssize_t k
+    if len(keys) != len(values):
+        raise ValueError("set_items: as many keys as values")
+    for k in range(len(keys)):
+        target[keys[k]] = values[k]
