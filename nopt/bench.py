@@ -528,6 +528,13 @@ def _csv(text, convert=str):
 
 def main(argv=None):
     """Command-line entry point: ``python -m nopt.bench --help``."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--distributed" in argv:  # under mpiexec, its own options: nopt/distributed/bench.py
+        try:
+            from .distributed.bench import main as distributed_main
+        except ImportError as exc:
+            raise SystemExit(f"--distributed: {exc}") from None
+        return distributed_main([a for a in argv if a != "--distributed"])
     parser = argparse.ArgumentParser(
         prog="python -m nopt.bench",
         description="Time nopt's optimizers against NumPy, torch.optim and the memory roofline.",
@@ -541,6 +548,8 @@ def main(argv=None):
     parser.add_argument("--peers", help=f"comma-separated subset of {','.join(PEERS)}")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--quick", action="store_true", help="tiny cases and few, short samples (a smoke run)")
+    parser.add_argument("--distributed", action="store_true",
+                        help="allreduce and ZeRO costs: mpiexec -n 3 python -m nopt.bench --distributed")
     args = parser.parse_args(argv)
 
     cases = _csv(args.cases) or (QUICK_CASES if args.quick else DEFAULT_CASES)

@@ -132,10 +132,19 @@ def build_parser():
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--plot", metavar="FILE", help="write the loss curves to a PNG (needs matplotlib)")
+    parser.add_argument("--distributed", action="store_true",
+                        help="data-parallel over MPI ranks: mpiexec -n 2 nopt demo --distributed (needs nopt[mpi])")
     return parser
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--distributed" in argv:  # its own options: nopt/distributed/demo.py
+        try:
+            from .distributed.demo import main as distributed_main
+        except ImportError as exc:
+            raise SystemExit(f"--distributed: {exc}") from None
+        return distributed_main([a for a in argv if a != "--distributed"])
     args = build_parser().parse_args(argv)
     if args.epochs < 1 or args.batch_size < 1:
         raise SystemExit("nopt demo: --epochs and --batch-size must be positive")

@@ -16,9 +16,10 @@ def load(name):
 
 
 def test_every_example_has_a_smoke_test():
+    # distributed_mlp's runs under mpiexec: tests/distributed/test_dist_launch.py
     scripts = sorted(p.stem for p in EXAMPLES.glob("*.py"))
     assert scripts == sorted([
-        "checkpoint_resume", "least_squares_cg", "logistic_regression_lbfgs",
+        "checkpoint_resume", "distributed_mlp", "least_squares_cg", "logistic_regression_lbfgs",
         "matrix_factorization_sparse_adam", "mlp_adamw_onecycle",
     ])
 
