@@ -31,9 +31,9 @@
 # serially in chunk order; the chunk table depends only on the arrays. LAMB
 # and LARS take a table whose rows are single parameters (see
 # segment_table), so a row's chunks are that parameter's elements.
-# Inside a chunk, values are reduced per block of _BLOCK elements with eight
-# accumulators in a fixed pattern (as gradnorm.pyx), so the loop keeps the
-# CPU busy without reassociating.
+# Inside a chunk, values are reduced (per block of _BLOCK elements where the
+# values are computed first) with 32 accumulators in a fixed pattern, so the
+# loop is vectorised and keeps the CPU busy without reassociating.
 
 cimport numpy as cnp
 from cython.parallel cimport parallel, prange
@@ -105,6 +105,28 @@ cdef extern from *:
     }
     NOPT_PRODIGY_LOOP(float)
     NOPT_PRODIGY_LOOP(double)
+
+    /* Sums in double of x, x*x or |x| over n elements, in a fixed order (32
+       accumulators, element j into accumulator j % 32, combined pairwise):
+       the same bits for the same input on any thread count. The inner
+       32-wide step is what gcc turns into vector conversions and adds. */
+    #define NOPT_SUM(T, NAME, F)                                                       \
+    static inline double nopt_##NAME##_##T(const T *restrict a, ptrdiff_t n) {         \
+        double s[32] = {0};                                                            \
+        ptrdiff_t j, m = n - n % 32;                                                   \
+        for (j = 0; j < m; j += 32)                                                    \
+            for (int i = 0; i < 32; i++) { double x = (double) a[j + i]; s[i] += F; }  \
+        for (j = m; j < n; j++) { double x = (double) a[j]; s[0] += F; }               \
+        for (int w = 16; w > 0; w /= 2)                                                \
+            for (int i = 0; i < w; i++) s[i] += s[i + w];                              \
+        return s[0];                                                                   \
+    }
+    NOPT_SUM(float, sum, x)
+    NOPT_SUM(double, sum, x)
+    NOPT_SUM(float, sum_sq, x * x)
+    NOPT_SUM(double, sum_sq, x * x)
+    NOPT_SUM(float, sum_abs, fabs(x))
+    NOPT_SUM(double, sum_abs, fabs(x))
     """
     void nopt_adan_loop_float(float* param, const float* grad, float* exp_avg,
                               float* exp_avg_diff, float* exp_avg_sq, float* pre_grad,
@@ -128,32 +150,29 @@ cdef extern from *:
                                      Py_ssize_t n, double wd, double beta1, double a_m,
                                      double beta2, double a_v, double beta3, double a_s,
                                      int coupled, int has_m) nogil
+    double nopt_sum_float(const float* a, Py_ssize_t n) nogil
+    double nopt_sum_double(const double* a, Py_ssize_t n) nogil
+    double nopt_sum_sq_float(const float* a, Py_ssize_t n) nogil
+    double nopt_sum_sq_double(const double* a, Py_ssize_t n) nogil
+    double nopt_sum_abs_float(const float* a, Py_ssize_t n) nogil
+    double nopt_sum_abs_double(const double* a, Py_ssize_t n) nogil
 
 
 # ---------------------------------------------------------------- shared helpers
 cdef inline double _sum8(const floating* a, Py_ssize_t n, bint square, bint absolute) noexcept nogil:
-    """Sum of a[j] (or a[j]**2, or |a[j]|) in double, eight accumulators."""
-    cdef double s[8]
-    cdef double x
-    cdef Py_ssize_t j, i, m = n - n % 8
-    for i in range(8):
-        s[i] = 0
-    for j in range(0, m, 8):
-        for i in range(8):
-            x = a[j + i]
-            if square:
-                x = x * x
-            elif absolute:
-                x = fabs_(x)
-            s[i] = s[i] + x
-    for j in range(m, n):
-        x = a[j]
+    """Sum of a[j] (or a[j]**2, or |a[j]|) in double, in a fixed order (the C sums above)."""
+    if floating is float:
         if square:
-            x = x * x
-        elif absolute:
-            x = fabs_(x)
-        s[0] = s[0] + x
-    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))
+            return nopt_sum_sq_float(a, n)
+        if absolute:
+            return nopt_sum_abs_float(a, n)
+        return nopt_sum_float(a, n)
+    else:
+        if square:
+            return nopt_sum_sq_double(a, n)
+        if absolute:
+            return nopt_sum_abs_double(a, n)
+        return nopt_sum_double(a, n)
 
 
 def segment_table(const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, sizes,
