@@ -9,6 +9,14 @@ with default tolerances, gradients supplied (``jac=True``):
 * ``track_nit``: iterations;
 * ``track_fun``: the final loss.
 
+``Overhead.time_per_call_overhead`` is the time per call of the objective
+*outside* it (the solver's own work), on Rosenbrock for n = 2, 10, 100 and
+10,000: one whole run's time minus nfev calls of the objective alone.
+
+scipy's BLAS threads are pinned to one (threadpoolctl) for every benchmark,
+as the step benchmarks do: on a shared machine its threads fight over the
+cores and scipy's L-BFGS-B timings vary 2-10x, which would flatter nopt.
+
 Run directly (``python benchmarks/bench_minimize.py``) for a smoke check that
 prints every figure and nopt's nfev over scipy's.
 """
@@ -26,6 +34,11 @@ except ImportError:  # run from a checkout: python benchmarks/bench_minimize.py
         raise
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import nopt
+
+try:
+    from threadpoolctl import threadpool_limits
+except ImportError:  # pragma: no cover - asv's [bench] extra installs it
+    threadpool_limits = None
 
 SOLVERS = ["nopt-L-BFGS", "scipy-L-BFGS-B", "nopt-CG", "scipy-CG"]
 PROBLEMS = ["rosen2", "rosen100", "rosen1000", "quadratic", "logreg"]
@@ -83,15 +96,70 @@ def make_problem(name):
     raise ValueError(f"unknown problem {name!r}")
 
 
-def solve(fun, x0, solver):
+def solve(fun, x0, solver, options=None):
     library, method = solver.split("-", 1)
     if library == "nopt":
-        return nopt.minimize(fun, x0, jac=True, method=method)
-    return so.minimize(fun, x0, jac=True, method=method)
+        return nopt.minimize(fun, x0, jac=True, method=method, options=options)
+    return so.minimize(fun, x0, jac=True, method=method, options=options)
+
+
+class _OneBlasThread:
+    """Pins BLAS (scipy's and NumPy's) to one thread from setup to teardown."""
+
+    def _pin(self):
+        self._limits = threadpool_limits(1, user_api="blas") if threadpool_limits else None
+
+    def teardown(self, *params):
+        if getattr(self, "_limits", None) is not None:
+            self._limits.restore_original_limits()
+            self._limits = None
+
+
+OVERHEAD_MAXITER = 300  # enough iterations to average over; CG at n = 10,000 never ends otherwise
+
+
+def overhead_per_call(fun, x0, solver, repeat=3):
+    """Seconds per objective call spent outside the objective (best of ``repeat``).
+
+    Runs at most ``OVERHEAD_MAXITER`` iterations.
+    """
+    best = float("inf")
+    nfev = 1
+    for _ in range(repeat):
+        start = time.perf_counter()
+        nfev = solve(fun, x0, solver, dict(maxiter=OVERHEAD_MAXITER)).nfev
+        best = min(best, time.perf_counter() - start)
+    alone = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for _ in range(nfev):
+            fun(x0)
+        alone = min(alone, time.perf_counter() - start)
+    return max(best - alone, 0.0) / nfev
 
 
 # ---------------------------------------------------------------- asv
-class Minimize:
+class Overhead(_OneBlasThread):
+    """Solver time per objective call, outside the objective (Rosenbrock)."""
+
+    params = ([2, 10, 100, 10000], SOLVERS)
+    param_names = ["n", "solver"]
+    number = 1
+    repeat = (1, 3, 30.0)
+    timeout = 300.0
+
+    def setup(self, n, solver):
+        self._pin()
+        self.x0 = _rosen_x0(n)
+        nopt.LBFGS, nopt.CG, nopt.minimize  # noqa: B018 - resolve lazy imports
+
+    def track_overhead_us(self, n, solver):
+        return 1e6 * overhead_per_call(_rosen, self.x0, solver)
+
+    track_overhead_us.unit = "us per call"
+
+
+class Minimize(_OneBlasThread):
     """One full minimisation per call, each problem and solver."""
 
     params = (PROBLEMS, SOLVERS)
@@ -101,6 +169,7 @@ class Minimize:
     timeout = 300.0
 
     def setup(self, problem, solver):
+        self._pin()
         self.fun, self.x0 = make_problem(problem)
         self.solver = solver
         nopt.LBFGS, nopt.CG, nopt.minimize  # resolve nopt's lazy imports outside the timing
@@ -125,7 +194,14 @@ class Minimize:
 
 
 def main(problems=PROBLEMS):
-    """Smoke check: every figure once, and nopt's nfev over scipy's."""
+    """Smoke check: every figure once, and nopt's nfev over scipy's (BLAS pinned to one thread)."""
+    if threadpool_limits is not None:
+        with threadpool_limits(1, user_api="blas"):
+            return _main(problems)
+    return _main(problems)
+
+
+def _main(problems):
     pairs = {"nopt-L-BFGS": "scipy-L-BFGS-B", "nopt-CG": "scipy-CG"}
     print(f"{'problem':10s} {'solver':15s} {'nfev':>7s} {'nit':>7s} {'fun':>13s} {'time s':>8s} {'nfev/scipy':>10s}")
     for problem in problems:
@@ -140,6 +216,10 @@ def main(problems=PROBLEMS):
             res, seconds = results[solver]
             ratio = f"{res.nfev / results[pairs[solver]][0].nfev:10.2f}" if solver in pairs else ""
             print(f"{problem:10s} {solver:15s} {res.nfev:7d} {res.nit:7d} {res.fun:13.6g} {seconds:8.3f} {ratio}")
+    print(f"\n{'overhead per call (us), Rosenbrock':40s}" + "".join(f"{s:>16s}" for s in SOLVERS))
+    for n in (2, 10, 100, 10000):
+        cells = [1e6 * overhead_per_call(_rosen, _rosen_x0(n), s) for s in SOLVERS]
+        print(f"{'n = ' + str(n):40s}" + "".join(f"{c:16.1f}" for c in cells))
 
 
 if __name__ == "__main__":

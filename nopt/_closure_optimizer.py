@@ -3,7 +3,7 @@ import math
 
 import numpy as np
 
-from ._linesearch import FlatParams, NonFiniteError, loss_value
+from ._linesearch import FlatParams, NonFiniteError, loss_value, stop_reason  # noqa: F401
 from .optimizer import Optimizer
 
 # Closure calls one line search may make (torch's strong-Wolfe max_ls).
@@ -31,7 +31,9 @@ class ClosureOptimizer(Optimizer):
     ``_step(closure, on_iter=None)``, starting it with :meth:`_begin`.
     """
 
-    _state_lists = ()
+    # The state's keys and kinds (see check_state), and those required once n_iter > 0.
+    _state_spec = {}
+    _state_required = ()
 
     def __init__(self, params, defaults):
         super().__init__(params, defaults)
@@ -68,22 +70,36 @@ class ClosureOptimizer(Optimizer):
             self._x0 = np.empty(flat.numel, dtype=flat.dtype)
         return self._x0
 
+    @staticmethod
+    def _check_options(group):
+        """Validate a group's hyperparameters as the constructor does; return them normalised."""
+        raise NotImplementedError
+
     def load_state_dict(self, state_dict):
-        """Load a state dict, checking the flat state arrays against the parameters."""
+        """Load a state dict, checking options and history exactly as the constructor would.
+
+        The group's hyperparameters go through the constructor's checks and
+        the state through :func:`check_state`; on any error nothing changes.
+        """
         before = (self.param_groups, self.state)
         super().load_state_dict(state_dict)
         try:
             if len(self.param_groups) != 1:
                 raise ValueError(self._group_error)
-            flat = FlatParams(self.param_groups[0]["params"])
+            group = self.param_groups[0]
+            checked = self._check_options({k: v for k, v in group.items() if k != "params"})
+            flat = FlatParams(group["params"])
             state = self.state.get(flat.params[0])
             if state:
-                check_state(state, flat, lists=self._state_lists)
-        except (TypeError, ValueError):
+                check_state(state, flat, self._state_spec, self._state_required)
+            group.update(checked)
+        except (TypeError, ValueError, KeyError) as exc:
             self.param_groups, self.state = before
+            if isinstance(exc, KeyError):
+                raise ValueError(f"loaded param_groups[0] has no {exc} option") from None
             raise
 
-    def step(self, closure):
+    def step(self, closure=None):
         """Run up to ``max_iter`` iterations; return the closure's first loss.
 
         Parameters
@@ -116,6 +132,8 @@ class ClosureOptimizer(Optimizer):
             raise ValueError(self._group_error)
         flat = self._flat_params()
         state = self.state[flat.params[0]]
+        # State edited by hand since the last step: fail before anything moves.
+        check_state(state, flat, self._state_spec, self._state_required)
         coerce_state(state, flat)
         return self.param_groups[0], flat, state
 
@@ -161,40 +179,76 @@ def coerce_state(state, flat):
             state[key] = [a.astype(flat.dtype) for a in v]
 
 
-def check_state(state, flat, arrays=("d", "prev_flat_grad"), lists=()):
-    """Check loaded LBFGS/CG state against the flattened parameters."""
+def _is_real(v):
+    return (isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+            and math.isfinite(float(v)))
+
+
+def check_state(state, flat, spec, required):
+    """Check LBFGS/CG state (loaded, or edited by hand) against the flat parameters.
+
+    ``spec`` maps each key to its kind: ``"array"`` (flat, the parameters'
+    total size), ``"arrays"`` (a list of those), ``"floats"`` (a list of
+    finite numbers), ``"floats_or_none"``, ``"number"`` (finite, or None),
+    ``"count"`` (an int >= 0). Once ``n_iter > 0`` every key of ``required``
+    must be there. The history lists must have equal lengths.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Naming the entry, e.g. ``state['ro'][2]``.
+    """
     shape = (flat.numel,)
 
     def check_array(where, v):
         if not isinstance(v, np.ndarray):
-            raise TypeError(f"loaded state {where} must be an array, got {type(v).__name__}")
+            raise TypeError(f"{where} must be an array, got {type(v).__name__}")
         if v.shape != shape:
-            raise ValueError(
-                f"loaded state {where} has shape {v.shape}; expected {shape} "
-                "(all parameters flattened)"
-            )
+            raise ValueError(f"{where} has shape {v.shape}; expected {shape} "
+                             "(all parameters flattened)")
+        if v.dtype.kind != "f":
+            raise TypeError(f"{where} must be a float array, got dtype {v.dtype}")
 
-    for key in arrays:
-        v = state.get(key)
-        if v is not None:
-            check_array(f"['{key}']", v)
-    lengths = set()
-    for key in lists:
-        v = state.get(key)
-        if v is None:
-            continue
-        if not isinstance(v, list):
-            raise TypeError(f"loaded state ['{key}'] must be a list, got {type(v).__name__}")
-        for i, a in enumerate(v):
-            check_array(f"['{key}'][{i}]", a)
-        lengths.add(len(v))
-    if "ro" in state and state["ro"] is not None and lists == ("old_dirs", "old_stps"):
-        if not isinstance(state["ro"], list):
-            raise TypeError("loaded state ['ro'] must be a list")
-        lengths.add(len(state["ro"]))
-    if len(lengths) > 1:
-        raise ValueError("loaded state ['old_dirs'], ['old_stps'] and ['ro'] have different lengths")
     for key in ("func_evals", "n_iter"):
         v = state.get(key)
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0):
-            raise ValueError(f"loaded state ['{key}'] must be an int >= 0, got {v!r}")
+            raise ValueError(f"state['{key}'] must be an int >= 0, got {v!r}")
+    if state.get("n_iter", 0) > 0:
+        missing = [k for k in required if state.get(k) is None]
+        if missing:
+            raise ValueError(f"state has n_iter={state['n_iter']} but no {', '.join(missing)} "
+                             "(a state saved after iterations holds them all)")
+    lengths = {}
+    for key, kind in spec.items():
+        v = state.get(key)
+        where = f"state['{key}']"
+        if v is None:
+            continue
+        if kind == "array":
+            check_array(where, v)
+        elif kind == "number":
+            if not _is_real(v):
+                raise ValueError(f"{where} must be a finite number, got {v!r}")
+        elif kind == "count":
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+                raise ValueError(f"{where} must be an int >= 0, got {v!r}")
+        else:
+            if not isinstance(v, list):
+                raise TypeError(f"{where} must be a list, got {type(v).__name__}")
+            for i, a in enumerate(v):
+                if kind == "arrays":
+                    check_array(f"{where}[{i}]", a)
+                elif not (_is_real(a) or (kind == "floats_or_none" and a is None)):
+                    raise ValueError(f"{where}[{i}] must be a finite number"
+                                     + (" or None" if kind == "floats_or_none" else "")
+                                     + f", got {type(a).__name__}")
+            if kind != "floats_or_none":
+                lengths[key] = len(v)
+    if len(set(lengths.values())) > 1:
+        names = ", ".join(f"['{k}']" for k in lengths)
+        raise ValueError(f"state {names} have different lengths "
+                         f"({', '.join(str(n) for n in lengths.values())})")
+    if "al" in spec and isinstance(state.get("al"), list) and lengths:
+        if len(state["al"]) < max(lengths.values()):
+            raise ValueError(f"state['al'] has {len(state['al'])} entries; the history holds "
+                             f"{max(lengths.values())} pairs")

@@ -49,6 +49,9 @@ __all__ = [
     "StepReport",
     "wolfe_search",
     "call_closure",
+    "stop_reason",
+    "ClosureSpace",
+    "FlatArray",
     "loss_value",
     "check_common_options",
     "REASONS",
@@ -62,8 +65,8 @@ REASONS = {
     "max_iter": (1, "max_iter iterations done"),
     "max_eval": (1, "max_eval closure evaluations done"),
     "not_descent": (2, "direction is not a descent direction (g.d > -tolerance_change)"),
-    "line_search": (2, "line search failed to find a step with sufficient decrease "
-                       "(desired error not necessarily achieved due to precision loss)"),
+    "line_search": (2, "ABNORMAL_TERMINATION_IN_LNSRCH: the line search found no step with "
+                       "sufficient decrease, also after a restart along steepest descent"),
     "nonfinite": (3, "non-finite loss or gradient at every step tried"),
     "callback": (99, "callback requested a stop"),
 }
@@ -129,6 +132,32 @@ def check_common_options(max_iter, max_eval, tolerance_grad, tolerance_change):
                 or not value >= 0:
             raise ValueError(f"Invalid {name}: {value!r} (expected a number >= 0)")
     return int(max_eval)
+
+
+def stop_reason(on_iter, loss, prev_loss, n_iter, max_iter, n_evals, max_eval, gmax,
+                tolerance_grad, step_max, tolerance_change):
+    """The stopping tests LBFGS and CG share, after an iteration; a REASONS key or None.
+
+    ``on_iter(loss, prev_loss)`` (``nopt.minimize``'s callback and ``ftol``
+    test) runs first, every iteration; a converged gradient outranks its
+    ``"ftol"``. Then torch's tests: ``max_iter``, ``max_eval``, ``max |g| <=
+    tolerance_grad``, ``max |t d| <= tolerance_change`` and ``|f_k -
+    f_{k-1}| < tolerance_change``.
+    """
+    stop = on_iter(loss, prev_loss) if on_iter is not None else None
+    if stop == "callback":
+        return stop
+    if gmax <= tolerance_grad:
+        return "gtol"
+    if stop:
+        return stop
+    if n_iter >= max_iter:
+        return "max_iter"
+    if n_evals >= max_eval:
+        return "max_eval"
+    if step_max <= tolerance_change or abs(loss - prev_loss) < tolerance_change:
+        return "tolerance_change"
+    return None
 
 
 def call_closure(closure):
@@ -261,6 +290,59 @@ class FlatParams:
                 v += (d[sl] * t).astype(v.dtype, copy=False)
 
 
+class FlatArray:
+    """A plain 1-D array with :class:`FlatParams`'s methods: ``nopt.minimize``'s
+    lean path runs CG's loop on it, without Parameters. ``grad`` is set by
+    the closure."""
+
+    __slots__ = ("x", "dtype", "numel", "grad")
+
+    def __init__(self, x):
+        self.x = x
+        self.dtype = x.dtype
+        self.numel = x.size
+        self.grad = None
+
+    def gather_grad(self):
+        return self.grad
+
+    def get(self, out=None):
+        if out is None:
+            return self.x.copy()
+        out[...] = self.x
+        return out
+
+    def set(self, x):
+        self.x[...] = x
+
+    def set_step(self, x0, t, d):
+        np.multiply(d, t, out=self.x)
+        self.x += x0
+
+
+class ClosureSpace:
+    """A flat point ``x`` as the optimizer's parameters, evaluated by the closure.
+
+    The L-BFGS-B iteration (:mod:`nopt._lbfgsb`) sees the problem only
+    through ``evaluate(x) -> (f, g)`` and ``put(x)``; ``nopt.minimize``
+    gives it the same two over a plain array.
+    """
+
+    __slots__ = ("flat", "closure")
+
+    def __init__(self, flat, closure):
+        self.flat = flat
+        self.closure = closure
+
+    def evaluate(self, x):
+        self.flat.set(x)
+        f = call_closure(self.closure)
+        return f, self.flat.gather_grad()
+
+    def put(self, x):
+        self.flat.set(x)
+
+
 class _OutOfEvals(Exception):
     pass
 
@@ -316,6 +398,7 @@ class ClosureLine:
         self.values = {0.0: (self.f0, self.derphi0)}
         self.grads = {}  # gradients of the few latest points, alpha -> g
         self.last = (0.0, self.f0, g0)  # the point the parameters are at
+        self.best = (0.0, self.f0, g0)  # the lowest point evaluated
 
     def _evaluate(self, alpha):
         if self.n_evals >= self.max_evals:
@@ -332,6 +415,8 @@ class ClosureLine:
             raise _NonFinite(alpha)
         self.values[alpha] = (f, derphi)
         self.grads[alpha] = g
+        if f < self.best[1]:
+            self.best = (alpha, f, g)
         if len(self.grads) > self._KEEP:
             del self.grads[next(iter(self.grads))]
 
@@ -360,6 +445,16 @@ class ClosureLine:
             else:
                 self._evaluate(alpha)
         return self.last[2]
+
+    def best_point(self):
+        """``(f, x, g)`` at the lowest point this line evaluated, or None if that is ``x0``."""
+        alpha, f, g = self.best
+        if alpha == 0.0:
+            return None
+        x = np.empty_like(self.x0)
+        np.multiply(self.d, alpha * self.scale, out=x)
+        x += self.x0
+        return f, x, g
 
     def restore(self):
         """Put the parameters back at ``x0``."""

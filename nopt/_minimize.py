@@ -1,10 +1,13 @@
 """``nopt.minimize``: scipy.optimize.minimize's interface over nopt's optimizers.
 
-``minimize(fun, x0, method="L-BFGS")`` wraps ``fun`` in a closure on one
-flat :class:`nopt.Parameter` and runs :class:`nopt.LBFGS` (with scipy's
-Wolfe line search), :class:`nopt.CG`, or any other nopt optimizer for a
-fixed number of steps. :func:`scipy_method` turns the same thing into a
-custom method for ``scipy.optimize.minimize(method=...)``.
+``minimize(fun, x0, method="L-BFGS")`` runs the iteration of
+:class:`nopt.LBFGS` (``line_search_fn="strong_wolfe"``: L-BFGS-B,
+``nopt._lbfgsb``) or :class:`nopt.CG` (``cg.cg_run``) on a plain array: the
+same loop code as the closure optimizers, without Parameters, closures or
+optimizer objects, so the per-call overhead is scipy's. Any other nopt
+optimizer runs on one flat :class:`nopt.Parameter` for a fixed number of
+steps. :func:`scipy_method` turns the same thing into a custom method for
+``scipy.optimize.minimize(method=...)``.
 """
 import inspect
 import math
@@ -13,14 +16,16 @@ import warnings
 import numpy as np
 from scipy.optimize import OptimizeResult, OptimizeWarning
 
-from ._linesearch import REASONS, NonFiniteError
+from ._lbfgsb import Box, History, check_bounds_pairs, lbfgsb_run
+from ._closure_optimizer import MAX_LS
+from ._linesearch import REASONS, FlatArray
 from ._parameter import Parameter
 from .optimizer import Optimizer
 
 __all__ = ["minimize", "scipy_method"]
 
-_LBFGS_OPTIONS = {"maxiter", "maxfun", "maxfev", "gtol", "ftol", "maxcor", "lr",
-                  "tolerance_change", "eps", "disp"}
+_LBFGS_OPTIONS = {"maxiter", "maxfun", "maxfev", "gtol", "ftol", "maxcor", "maxls", "lr",
+                  "tolerance_change", "eps", "disp", "iprint"}
 _CG_OPTIONS = {"maxiter", "maxfun", "maxfev", "gtol", "ftol", "beta", "restart_every",
                "c1", "c2", "tolerance_change", "eps", "disp"}
 _STEP_OPTIONS = {"maxiter", "gtol", "eps", "disp"}
@@ -53,6 +58,7 @@ class _Objective:
         self.nfev = 0
         self.njev = 0
         self.n = x.size
+        self.dtype = x.dtype
 
     def _f(self, xk):
         self.nfev += 1
@@ -65,6 +71,8 @@ class _Objective:
 
     @staticmethod
     def _scalar(value):
+        if type(value) is float or type(value) is np.float64:
+            return float(value)  # the common case, without an array
         a = np.asarray(value)
         if a.size != 1 or a.dtype.kind not in "fiub":
             raise ValueError(
@@ -115,6 +123,46 @@ class _Objective:
         f = self()
         return f, self.x.grad
 
+    def fg(self, x):
+        """``(f, g)`` at the flat array ``x`` (the lean path: no Parameter)."""
+        xk = x.copy()
+        f, g = self._f(xk)
+        self.njev += 1
+        if self.jac is True:
+            pass
+        elif callable(self.jac):
+            g = self.jac(xk.copy(), *self.args)
+        else:
+            g = self._finite_difference(xk, f)
+        return f, self._grad_copy(g)
+
+    def _grad_copy(self, g):
+        if type(g) is np.ndarray and g.dtype == self.dtype and g.shape == (self.n,):
+            return g.copy()  # the common case
+        g = np.asarray(g)
+        if g.size != self.n:
+            raise ValueError(f"the gradient has shape {g.shape}; expected ({self.n},)")
+        if g.dtype.kind not in "fiub":
+            raise TypeError(f"the gradient must be real, got dtype {g.dtype}")
+        return np.array(g.reshape(self.n), dtype=self.dtype, copy=True)
+
+
+class _ArraySpace:
+    """The L-BFGS-B iteration's view of ``fun``: a plain array, no Parameter (see ``_lbfgsb``)."""
+
+    __slots__ = ("fg", "x")
+
+    def __init__(self, fg, x):
+        self.fg = fg
+        self.x = x
+
+    def evaluate(self, x):
+        self.x = x
+        return self.fg(x)
+
+    def put(self, x):
+        self.x = x
+
 
 def _check_options(options, known, method):
     unknown = set(options) - known
@@ -131,7 +179,7 @@ def _resolve(method):
         cls = method
     elif isinstance(method, str):
         key = method.replace("-", "").replace("_", "").lower()
-        if key == "lbfgs":
+        if key in ("lbfgs", "lbfgsb"):
             return "lbfgs", nopt.LBFGS
         if key == "cg":
             return "cg", nopt.CG
@@ -153,7 +201,8 @@ def _resolve(method):
     return "steps", cls
 
 
-def minimize(fun, x0, args=(), method="L-BFGS", jac=None, tol=None, callback=None, options=None):
+def minimize(fun, x0, args=(), method="L-BFGS", jac=None, tol=None, callback=None, options=None,
+             bounds=None):
     r"""Minimize a scalar function with a nopt optimizer, as ``scipy.optimize.minimize``.
 
     Parameters
@@ -166,9 +215,12 @@ def minimize(fun, x0, args=(), method="L-BFGS", jac=None, tol=None, callback=Non
     args : tuple
         Extra arguments for ``fun`` and ``jac``.
     method : str or Optimizer subclass, default "L-BFGS"
-        ``"L-BFGS"`` (:class:`nopt.LBFGS` with scipy's strong-Wolfe line
-        search), ``"CG"`` (:class:`nopt.CG`), or a nopt optimizer's class
-        name such as ``"Adam"`` or ``"SGD"`` (run for ``maxiter`` steps).
+        ``"L-BFGS"`` (or scipy's name ``"L-BFGS-B"``): the L-BFGS-B iteration
+        of :class:`nopt.LBFGS` with ``line_search_fn="strong_wolfe"``
+        (generalized Cauchy point, subspace minimisation, MINPACK's line
+        search), with or without ``bounds``. ``"CG"`` (:class:`nopt.CG`), or
+        a nopt optimizer's class name such as ``"Adam"`` or ``"SGD"`` (run
+        for ``maxiter`` steps).
     jac : {True, callable, None}
         ``True``: ``fun`` returns the loss and the gradient. A callable:
         ``jac(x, *args) -> ndarray``. ``None`` (or ``"2-point"``): 2-point
@@ -176,36 +228,50 @@ def minimize(fun, x0, args=(), method="L-BFGS", jac=None, tol=None, callback=Non
         ``scipy.optimize.approx_fprime``), ``n + 1`` calls of ``fun`` per
         gradient; a ``RuntimeWarning`` says so.
     tol : float, optional
-        As scipy: sets ``gtol`` (and ``ftol`` for L-BFGS) when not in ``options``.
+        As scipy: sets ``gtol`` and ``ftol`` for L-BFGS (as for
+        L-BFGS-B), ``gtol`` for CG, when not in ``options``.
     callback : callable, optional
         Called after every iteration as ``callback(intermediate_result)``
         (an ``OptimizeResult`` with ``x`` and ``fun``) when that is its only
         parameter's name, else as ``callback(x)``. Raising ``StopIteration``
         stops the run: ``status`` 99, ``success`` False (scipy >= 1.11).
     options : dict, optional
-        L-BFGS: ``maxiter`` (15000), ``maxfun`` (15000), ``gtol`` (1e-5, on
-        :math:`\max_i |g_i|`), ``ftol`` (2.2e-9, on
+        L-BFGS: scipy's L-BFGS-B names and defaults, ``maxiter`` (15000),
+        ``maxfun`` (15000), ``gtol`` (1e-5, on the projected gradient
+        :math:`\max_i |P(x - g) - x|_i`), ``ftol`` (2.2e-9, on
         :math:`(f_k - f_{k+1}) / \max(|f_k|, |f_{k+1}|, 1)`), ``maxcor``
-        (history size, 10), ``lr`` (1), ``tolerance_change`` (0), ``eps``.
+        (history size, 10), ``maxls`` (calls per line search, 20); also
+        ``lr`` (first trial step's factor, 1), ``tolerance_change`` (0),
+        ``eps``.
         CG: ``maxiter`` (200 n), ``maxfev`` (no limit), ``gtol`` (1e-5),
         ``ftol`` (0: off, as scipy's CG), ``beta`` ("PR+"),
-        ``restart_every`` (n), ``c1`` (1e-4), ``c2`` (0.4),
+        ``restart_every`` (none: as scipy's CG, restart only when the new
+        direction is not a sufficient descent direction), ``c1`` (1e-4), ``c2`` (0.4),
         ``tolerance_change`` (0), ``eps``. Other optimizers: ``maxiter``
         (steps, 1000), ``gtol`` (1e-5), ``eps``; everything else (``lr``,
         ``betas``, ``momentum``, ...) goes to the optimizer's constructor.
+
+    bounds : scipy.optimize.Bounds or sequence of (low, high), optional
+        Box bounds for ``"L-BFGS"``, one ``(low, high)`` pair per variable,
+        ``None`` or ``+-inf`` for "unbounded". ``x0`` outside them is
+        clipped, as scipy does. A wrong length, NaN, or ``low > high``
+        raises ``ValueError`` before ``fun`` is called.
 
     Returns
     -------
     scipy.optimize.OptimizeResult
         ``x``, ``fun``, ``jac``, ``nit``, ``nfev`` (calls of ``fun``),
         ``njev`` (gradients), ``success``, ``status`` (0 converged,
-        1 iteration/evaluation limit, 2 line search failed, 3 non-finite
-        values, 99 callback stop) and ``message``.
+        1 iteration/evaluation limit, 2 line search failed (after a restart
+        from steepest descent; ``message`` starts with scipy's
+        ``ABNORMAL_TERMINATION_IN_LNSRCH``), 3 non-finite values, 99 callback
+        stop) and ``message``.
 
     Notes
     -----
     Every gradient comes with its loss: a closure call evaluates both, and
     no point is evaluated twice, so with ``jac=True`` ``nfev == njev``.
+    ``x`` is the lowest point evaluated: never worse than ``x0``.
     """
     x0 = np.atleast_1d(np.asarray(x0))
     if x0.ndim != 1:
@@ -233,17 +299,32 @@ def minimize(fun, x0, args=(), method="L-BFGS", jac=None, tol=None, callback=Non
         if kind == "lbfgs":
             options.setdefault("ftol", tol)
     options.pop("disp", None)
+    options.pop("iprint", None)
     eps = options.pop("eps", math.sqrt(np.finfo(dtype).eps))
+    box = None
+    if bounds is not None:
+        if kind != "lbfgs":
+            raise ValueError(f"method {name!r} does not support bounds; use method='L-BFGS-B' "
+                             "(or 'L-BFGS')")
+        box = check_bounds_pairs(bounds, x0.size)
+        if box is not None:
+            box = Box(box.lower.astype(dtype), box.upper.astype(dtype))
+            x0 = box.clip(np.asarray(x0, dtype=dtype))
+    if kind == "cg":
+        _check_options(options, _CG_OPTIONS, name)
+        return _run_cg(np.array(x0, dtype=dtype, copy=True), fun, args, jac, eps,
+                       _wrap_callback(callback), options)
+    if kind == "lbfgs":
+        _check_options(options, _LBFGS_OPTIONS, name)
+        return _run_lbfgsb(np.array(x0, dtype=dtype, copy=True), fun, args, jac, eps, box,
+                           _wrap_callback(callback), options)
 
     x = Parameter(np.array(x0, dtype=dtype, copy=True))
     objective = _Objective(fun, x, args, jac, eps)
     report = _wrap_callback(callback)
 
-    if kind == "steps":
-        _check_options({k: v for k, v in options.items() if k in _STEP_OPTIONS}, _STEP_OPTIONS, name)
-        return _run_steps(cls, x, objective, report, options)
-    _check_options(options, _LBFGS_OPTIONS if kind == "lbfgs" else _CG_OPTIONS, name)
-    return _run_line_search(kind, cls, x, objective, report, options)
+    _check_options({k: v for k, v in options.items() if k in _STEP_OPTIONS}, _STEP_OPTIONS, name)
+    return _run_steps(cls, x, objective, report, options)
 
 
 def _result(x, fun, grad, nit, objective, reason, extra_message=None):
@@ -258,43 +339,104 @@ def _result(x, fun, grad, nit, objective, reason, extra_message=None):
     )
 
 
-def _run_line_search(kind, cls, x, objective, report, options):
-    n = x.size
+def _run_lbfgsb(x0, fun, args, jac, eps, box, report, options):
+    """The lean path: LBFGS's L-BFGS-B iteration on a plain array (no Parameter, no closure)."""
+    from .lbfgs import LBFGS
+
+    n = x0.size
     maxfun = options.pop("maxfun", options.pop("maxfev", None))
-    gtol = options.pop("gtol", 1e-5)
-    tolerance_change = options.pop("tolerance_change", 0.0)
-    if kind == "lbfgs":
-        maxiter = options.pop("maxiter", 15000)
-        ftol = options.pop("ftol", 2.2204460492503131e-09)
-        optimizer = cls([x], lr=options.pop("lr", 1), max_iter=maxiter,
-                        max_eval=15000 if maxfun is None else maxfun,
-                        tolerance_grad=gtol, tolerance_change=tolerance_change,
-                        history_size=options.pop("maxcor", 10), line_search_fn="strong_wolfe")
-    else:
-        maxiter = options.pop("maxiter", 200 * n)
-        ftol = options.pop("ftol", 0.0)
-        optimizer = cls([x], max_iter=maxiter, max_eval=_HUGE if maxfun is None else maxfun,
-                        tolerance_grad=gtol, tolerance_change=tolerance_change,
-                        beta=options.pop("beta", "PR+"),
-                        restart_every=options.pop("restart_every", None),
-                        c1=options.pop("c1", 1e-4), c2=options.pop("c2", 0.4))
+    group = LBFGS._check_options(dict(
+        lr=options.pop("lr", 1), max_iter=options.pop("maxiter", 15000),
+        max_eval=15000 if maxfun is None else maxfun, tolerance_grad=options.pop("gtol", 1e-5),
+        tolerance_change=options.pop("tolerance_change", 0.0),
+        history_size=options.pop("maxcor", 10), line_search_fn="strong_wolfe"))
+    ftol = options.pop("ftol", 2.2204460492503131e-09)
+    max_ls = options.pop("maxls", 20)
+    if isinstance(max_ls, bool) or not isinstance(max_ls, (int, np.integer)) or max_ls < 1:
+        raise ValueError(f"Invalid maxls: {max_ls!r} (expected an int >= 1)")
+    if isinstance(ftol, bool) or not isinstance(ftol, (int, float, np.number)) or not ftol >= 0:
+        raise ValueError(f"Invalid ftol: {ftol!r} (expected a number >= 0)")
+    objective = _Objective(fun, x0, args, jac, eps)
+    space = _ArraySpace(objective.fg, x0)
+
+    f, g = objective.fg(x0)
+    if not (math.isfinite(f) and np.isfinite(g).all()):
+        return _array_result(objective, x0, math.nan, g, 0, "nonfinite",
+                             f"the loss or gradient is not finite at x0 (loss={f})")
 
     def on_iter(loss, prev_loss):
         if report is not None:
             try:
-                report(OptimizeResult(x=x.view(np.ndarray).copy(), fun=loss))
+                report(OptimizeResult(x=space.x.copy(), fun=loss))
             except StopIteration:
                 return "callback"
         if ftol > 0 and prev_loss - loss <= ftol * max(abs(prev_loss), abs(loss), 1.0):
             return "ftol"
         return None
 
-    try:
-        optimizer._step(objective, on_iter=on_iter)
-    except NonFiniteError as exc:
-        return _result(x, math.nan, x.grad, 0, objective, "nonfinite", str(exc))
-    step = optimizer.last_step
-    return _result(x, step.loss, step.grad, step.n_iter, objective, step.reason)
+    state = {"func_evals": 1, "n_iter": 0}
+    hist = History(group["history_size"], n, x0.dtype)
+    run_options = dict(max_iter=group["max_iter"], max_eval=group["max_eval"], max_ls=max_ls,
+                       tolerance_grad=group["tolerance_grad"],
+                       tolerance_change=group["tolerance_change"], lr=float(group["lr"]))
+    reason, nit, _, f, g = lbfgsb_run(space, x0, f, g, state, hist, box, run_options, on_iter)
+    return _array_result(objective, space.x, f, g, nit, reason)
+
+
+def _run_cg(x0, fun, args, jac, eps, report, options):
+    """The lean path: CG's loop (``cg.cg_run``) on a plain array, no Parameter or closure API."""
+    from .cg import CG, cg_run
+
+    n = x0.size
+    maxfun = options.pop("maxfun", options.pop("maxfev", None))
+    group = CG._check_options(dict(
+        max_iter=options.pop("maxiter", 200 * n), max_eval=_HUGE if maxfun is None else maxfun,
+        tolerance_grad=options.pop("gtol", 1e-5),
+        tolerance_change=options.pop("tolerance_change", 0.0),
+        beta=options.pop("beta", "PR+"),
+        # scipy's CG restarts only on a bad direction, never periodically;
+        # a restart every n iterations stalls on badly scaled problems.
+        restart_every=options.pop("restart_every", None) or _HUGE,
+        c1=options.pop("c1", 1e-4), c2=options.pop("c2", 0.4)))
+    ftol = options.pop("ftol", 0.0)
+    if isinstance(ftol, bool) or not isinstance(ftol, (int, float, np.number)) or not ftol >= 0:
+        raise ValueError(f"Invalid ftol: {ftol!r} (expected a number >= 0)")
+    objective = _Objective(fun, x0, args, jac, eps)
+    flat = FlatArray(x0)
+
+    def closure():
+        f, flat.grad = objective.fg(flat.x)
+        return f
+
+    f = closure()
+    g = flat.grad
+    if not (math.isfinite(f) and np.isfinite(g).all()):
+        return _array_result(objective, x0, math.nan, g, 0, "nonfinite",
+                             f"the loss or gradient is not finite at x0 (loss={f})")
+
+    def on_iter(loss, prev_loss):
+        if report is not None:
+            try:
+                report(OptimizeResult(x=flat.x.copy(), fun=loss))
+            except StopIteration:
+                return "callback"
+        if ftol > 0 and prev_loss - loss <= ftol * max(abs(prev_loss), abs(loss), 1.0):
+            return "ftol"
+        return None
+
+    state = {"func_evals": 1, "n_iter": 0}
+    reason, nit, _, f, g = cg_run(flat, closure, state, group, f, g, MAX_LS, on_iter)
+    return _array_result(objective, flat.x, f, g, nit, reason)
+
+
+def _array_result(objective, x, f, g, nit, reason, extra=None):
+    status, message = REASONS[reason]
+    if extra:
+        message = f"{message}: {extra}"
+    return OptimizeResult(x=np.array(x, copy=True), fun=f,
+                          jac=None if g is None else np.array(g, copy=True), nit=nit,
+                          nfev=objective.nfev, njev=objective.njev, status=status,
+                          success=status == 0, message=message)
 
 
 def _run_steps(cls, x, objective, report, options):
@@ -340,8 +482,9 @@ def scipy_method(method="L-BFGS"):
     -------
     callable
         ``f(fun, x0, args, jac, hess, hessp, bounds, constraints, callback, **options)``,
-        scipy's protocol for ``minimize(method=callable)``. Options go to
-        :func:`minimize`; scipy's ``tol`` arrives as ``options["tol"]``.
+        scipy's protocol for ``minimize(method=callable)``. Options and
+        ``bounds`` (L-BFGS only) go to :func:`minimize`; scipy's ``tol``
+        arrives as ``options["tol"]``.
 
     Examples
     --------
@@ -354,8 +497,6 @@ def scipy_method(method="L-BFGS"):
 
     def nopt_method(fun, x0, args=(), jac=None, hess=None, hessp=None, bounds=None,
                     constraints=(), callback=None, **options):
-        if bounds is not None:
-            raise ValueError(f"nopt method {method!r} does not support bounds")
         if constraints:
             raise ValueError(f"nopt method {method!r} does not support constraints")
         if hess is not None or hessp is not None:
@@ -363,7 +504,7 @@ def scipy_method(method="L-BFGS"):
                           RuntimeWarning, stacklevel=3)
         tol = options.pop("tol", None)
         return minimize(fun, x0, args=args, method=method, jac=jac, tol=tol,
-                        callback=callback, options=options)
+                        callback=callback, options=options, bounds=bounds)
 
     nopt_method.__name__ = f"nopt_{cls.__name__}"
     nopt_method.__qualname__ = nopt_method.__name__

@@ -32,7 +32,7 @@ acc_delta[j] = u * rho + (one_minus_rho * d) * d
 param[j] = p + neg_lr * d
 """,
     scalars=_scalars,
-    switches=lambda group: {"maximize": bool(group["maximize"])},
+    switches=lambda group: (bool(group["maximize"]),),
 )
 
 

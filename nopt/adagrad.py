@@ -35,7 +35,7 @@ param[j] = p + (neg_clr * g) / (fsqrt(s) + eps)
 """,
     doc="Apply one Adagrad step (step size ``-neg_clr``) to every array in the table (releases the GIL).",
     scalars=_scalars,
-    switches=lambda group: {"maximize": bool(group["maximize"])},
+    switches=lambda group: (bool(group["maximize"]),),
 )
 
 class Adagrad(Optimizer):

@@ -73,17 +73,14 @@ def _decay_terms(group):
     return 1.0, wd
 
 
-def _sign(group):
-    return -1.0 if group["maximize"] else 1.0
-
-
 # ---------------------------------------------------------------- Adam
 def _adam_scalars(group, step):
     beta1, beta2 = group["betas"]
+    sign = -1.0 if group["maximize"] else 1.0
     decay, l2 = _decay_terms(group)
     bias_correction1 = 1 - beta1 ** step
     bias_correction2 = 1 - beta2 ** step
-    return (_sign(group), decay, l2, 1 - beta1, beta2, 1 - beta2, 1 / bias_correction2 ** 0.5,
+    return (sign, decay, l2, 1 - beta1, beta2, 1 - beta2, 1 / bias_correction2 ** 0.5,
             group["eps"], -(group["lr"] / bias_correction1))
 
 
@@ -127,7 +124,7 @@ param[j] = p + neg_step * m / d
     the lerp weight ``1 - beta1``; ``inv_bc2_sqrt`` is
     ``1/sqrt(1 - beta2**t)`` and ``neg_step`` is ``-lr/(1 - beta1**t)``.""",
     scalars=_adam_scalars,
-    switches=lambda group: {"amsgrad": bool(group["amsgrad"])},
+    switches=lambda group: (bool(group["amsgrad"]),),
 )
 
 

@@ -1,6 +1,6 @@
 """Adamax: Adam with an infinity-norm second moment."""
 from ._kernels._spec import Rule
-from .adam import _sign, _validate
+from .adam import _validate
 from .optimizer import Optimizer
 
 __all__ = ["Adamax"]
@@ -8,7 +8,8 @@ __all__ = ["Adamax"]
 
 def _scalars(group, step):
     beta1, beta2 = group["betas"]
-    return (_sign(group), group["weight_decay"], 1 - beta1, beta2, group["eps"],
+    sign = -1.0 if group["maximize"] else 1.0
+    return (sign, group["weight_decay"], 1 - beta1, beta2, group["eps"],
             -(group["lr"] / (1 - beta1 ** step)))
 
 

@@ -55,7 +55,7 @@ else:
     ax[j] = p
 """,
     scalars=_scalars,
-    switches=lambda group: {"maximize": bool(group["maximize"])},
+    switches=lambda group: (bool(group["maximize"]),),
 )
 
 

@@ -3,7 +3,7 @@ import math
 
 import numpy as np
 
-from ._closure_optimizer import ClosureOptimizer, absmax as _absmax
+from ._closure_optimizer import ClosureOptimizer, absmax as _absmax, stop_reason
 from ._linesearch import ClosureLine, StepReport, check_common_options, wolfe_search
 
 __all__ = ["CG"]
@@ -89,7 +89,10 @@ class CG(ClosureOptimizer):
     -----
     The closure protocol, ``last_step`` and the handling of bad closures are
     :class:`nopt.LBFGS`'s (with the line search). A failed line search
-    along a conjugate direction is retried once along :math:`-g`.
+    along a conjugate direction is retried once along :math:`-g` (a
+    restart); if that fails too, the step stops with ``last_step.reason ==
+    "line_search"`` and the parameters at the lowest point evaluated, never
+    above the step's start.
 
     State (on the first parameter): ``func_evals``, ``n_iter``, ``d``,
     ``t``, ``prev_flat_grad``, ``prev_loss``, ``n_since_restart``.
@@ -110,163 +113,188 @@ class CG(ClosureOptimizer):
             # A CG iteration takes ~1.5 closure calls with scipy's search;
             # LBFGS's max_iter * 5 // 4 would starve it.
             max_eval = 3 * int(max_iter)
-        max_eval = check_common_options(max_iter, max_eval, tolerance_grad, tolerance_change)
+        defaults = self._check_options(dict(
+            max_iter=max_iter, max_eval=max_eval, tolerance_grad=tolerance_grad,
+            tolerance_change=tolerance_change, beta=beta, restart_every=restart_every,
+            c1=c1, c2=c2))
+        super().__init__(params, defaults)
+
+    _state_spec = {"d": "array", "prev_flat_grad": "array", "t": "number", "prev_loss": "number",
+                   "n_since_restart": "count"}
+    _state_required = ("d", "prev_flat_grad")
+
+    @staticmethod
+    def _check_options(group):
+        """Validate a group's hyperparameters; return them normalised (also used on load)."""
+        max_eval = check_common_options(group["max_iter"], group["max_eval"],
+                                        group["tolerance_grad"], group["tolerance_change"])
+        beta = group["beta"]
         if beta not in BETA_RULES:
             raise ValueError(f"Invalid beta rule: {beta!r} (expected one of {', '.join(BETA_RULES)})")
+        restart_every = group["restart_every"]
         if restart_every is not None and (
                 isinstance(restart_every, bool) or not isinstance(restart_every, (int, np.integer))
                 or restart_every < 1):
             raise ValueError(f"Invalid restart_every: {restart_every!r} (expected an int >= 1 or None)")
-        if not (isinstance(c1, (int, float)) and isinstance(c2, (int, float)) and 0 < c1 < c2 < 1):
+        c1, c2 = group["c1"], group["c2"]
+        if not (isinstance(c1, (int, float)) and isinstance(c2, (int, float))
+                and not isinstance(c1, bool) and not isinstance(c2, bool) and 0 < c1 < c2 < 1):
             raise ValueError(f"Invalid Wolfe parameters c1={c1!r}, c2={c2!r} (expected 0 < c1 < c2 < 1)")
-        defaults = dict(max_iter=int(max_iter), max_eval=max_eval, tolerance_grad=tolerance_grad,
-                        tolerance_change=tolerance_change, beta=beta,
-                        restart_every=None if restart_every is None else int(restart_every),
-                        c1=float(c1), c2=float(c2))
-        super().__init__(params, defaults)
+        return dict(group, max_iter=int(group["max_iter"]), max_eval=max_eval,
+                    restart_every=None if restart_every is None else int(restart_every),
+                    c1=float(c1), c2=float(c2))
 
     def _step(self, closure, on_iter=None):
         """``step`` with ``on_iter(loss, prev_loss) -> reason or None`` after each iteration."""
         group, flat, state = self._begin(closure)
-        max_iter = group["max_iter"]
-        max_eval = group["max_eval"]
-        tolerance_grad = group["tolerance_grad"]
-        tolerance_change = group["tolerance_change"]
-        rule = group["beta"]
-        c1, c2 = group["c1"], group["c2"]
-        restart_every = group["restart_every"] or max(flat.numel, 1)
-        orig_loss, loss, g, gmax = self._first_evaluation(closure, flat, state)
-        current_evals = 1
-        if gmax <= tolerance_grad:
-            self.last_step = StepReport("gtol", 0, 1, loss, g)
-            return orig_loss
-
-        d = state.get("d")
-        t = state.get("t")
-        prev_g = state.get("prev_flat_grad")
-        prev_loss = state.get("prev_loss")
-        since = state.get("n_since_restart", 0)
-        self._x0_buffer(flat)
-
-        n_iter = 0
-        reason = "max_iter"
-        try:
-            while n_iter < max_iter:
-                n_iter += 1
-                state["n_iter"] += 1
-                gg = float(np.dot(g, g))
-
-                # ---- direction
-                restarted = True
-                if d is None or prev_g is None or since + 1 >= restart_every or not t:
-                    d = np.negative(g)
-                else:
-                    dg1 = float(np.dot(d, g))
-                    beta = _beta(rule, gg, float(np.dot(g, prev_g)), float(np.dot(prev_g, prev_g)),
-                                 dg1, float(np.dot(d, prev_g)))
-                    # -g.g + beta d.g is the new g.d: test descent before forming d.
-                    if math.isfinite(beta) and -gg + beta * dg1 <= -SIGMA * gg:
-                        d = d * beta
-                        d -= g
-                        restarted = False
-                    else:
-                        d = np.negative(g)
-                since = 0 if restarted else since + 1
-
-                gtd = float(np.dot(g, d))
-                # scipy's first trial step min(1, 2.02 (f - old_f) / g.d) needs
-                # a decrease since the last iterate; without one (first
-                # iteration, or the last search failed) scipy's start-up guess
-                # old_f = f + |g|/2 makes the first step about 1/|g| long.
-                if prev_loss is not None and prev_loss > loss:
-                    old_f = prev_loss
-                else:
-                    old_f = loss + math.sqrt(gg) / 2
-                prev_g = g
-                prev_loss = loss
-                if gtd > -tolerance_change:
-                    reason = "not_descent"
-                    t = 0.0
-                    break
-
-                # ---- line search
-                # No test when the next iteration restarts anyway.
-                extra = None if since + 1 >= restart_every else self._descent_test(
-                    rule, g, d, gtd, tolerance_grad)
-                ls_evals = 0
-                try:
-                    res = self._search(flat, closure, d, loss, g, gtd, old_f,
-                                       max_eval - current_evals, c1, c2, extra)
-                    ls_evals = res.n_evals
-                    if not res.ok and res.reason != "max_eval" and not restarted:
-                        d = np.negative(g)
-                        since = 0
-                        gtd = -gg
-                        extra = None if restart_every <= 1 else self._descent_test(
-                            rule, g, d, gtd, tolerance_grad)
-                        res = self._search(flat, closure, d, loss, g, gtd, old_f,
-                                           max_eval - current_evals - ls_evals, c1, c2, extra)
-                        ls_evals += res.n_evals
-                except BaseException:
-                    t = 0.0
-                    state["func_evals"] += ls_evals + self._line.n_evals
-                    raise
-                current_evals += ls_evals
-                state["func_evals"] += ls_evals
-                if not res.ok:
-                    t = 0.0
-                    reason = res.reason
-                    break
-                t, loss, g = res.t, res.loss, res.grad
-
-                # ---- stopping tests
-                if on_iter is not None:
-                    stop = on_iter(loss, prev_loss)
-                    if stop:
-                        reason = stop
-                        break
-                if n_iter == max_iter:
-                    reason = "max_iter"
-                    break
-                if current_evals >= max_eval:
-                    reason = "max_eval"
-                    break
-                if _absmax(g) <= tolerance_grad:
-                    reason = "gtol"
-                    break
-                if max(d.max(), -d.min()) * t <= tolerance_change:
-                    reason = "tolerance_change"
-                    break
-                if abs(loss - prev_loss) < tolerance_change:
-                    reason = "tolerance_change"
-                    break
-        finally:
-            state["d"] = d
-            state["t"] = t
-            state["prev_flat_grad"] = prev_g
-            state["prev_loss"] = prev_loss
-            state["n_since_restart"] = since
-
-        self.last_step = StepReport(reason, n_iter, current_evals, loss, g)
+        orig_loss, loss, g, _ = self._first_evaluation(closure, flat, state)
+        reason, n_iter, n_evals, loss, g = cg_run(flat, closure, state, group, loss, g,
+                                                  self.max_ls, on_iter)
+        self.last_step = StepReport(reason, n_iter, n_evals, loss, g)
         return orig_loss
 
-    @staticmethod
-    def _descent_test(rule, g0, d, dg0, tolerance_grad):
-        """Accept a trial step only if the next direction is a sufficient descent one."""
-        gg0 = float(np.dot(g0, g0))
 
-        def test(alpha, f, g1):
-            if _absmax(g1) <= tolerance_grad:
-                return True
-            gg1 = float(np.dot(g1, g1))
-            dg1 = float(np.dot(d, g1))
-            beta = _beta(rule, gg1, float(np.dot(g1, g0)), gg0, dg1, dg0)
-            return math.isfinite(beta) and -gg1 + beta * dg1 <= -SIGMA * gg1
+def cg_run(flat, closure, state, group, loss, g, max_ls, on_iter=None):
+    """CG iterations from the parameters ``flat`` (loss ``loss``, flat gradient ``g``).
 
-        return test
+    The loop of :meth:`CG.step`, on anything with :class:`FlatParams`'s
+    methods, so ``nopt.minimize`` runs it on a plain array. Advances
+    ``state["n_iter"]`` and ``state["func_evals"]`` and writes ``d``, ``t``,
+    ``prev_flat_grad``, ``prev_loss``, ``n_since_restart`` on exit.
 
-    def _search(self, flat, closure, d, loss, g, gtd, old_f, max_evals, c1, c2, extra):
-        x0 = flat.get(self._x0)
-        line = self._line = ClosureLine(flat, closure, x0, d, 1.0, loss, g, gtd, max_evals,
-                                        self.max_ls)
+    Returns
+    -------
+    reason, n_iter, n_evals, loss, g
+    """
+    max_iter = group["max_iter"]
+    max_eval = group["max_eval"]
+    tolerance_grad = group["tolerance_grad"]
+    tolerance_change = group["tolerance_change"]
+    rule = group["beta"]
+    c1, c2 = group["c1"], group["c2"]
+    restart_every = group["restart_every"] or max(flat.numel, 1)
+    current_evals = 1
+    if _absmax(g) <= tolerance_grad:
+        return "gtol", 0, 1, loss, g
+    x0_buffer = np.empty(flat.numel, dtype=flat.dtype)
+    line = None
+
+    def search(d, gtd, old_f, max_evals, extra):
+        nonlocal line
+        x0 = flat.get(x0_buffer)
+        line = ClosureLine(flat, closure, x0, d, 1.0, loss, g, gtd, max_evals, max_ls)
         return wolfe_search(line, old_f0=old_f, c1=c1, c2=c2, extra_condition=extra)
+
+    d = state.get("d")
+    t = state.get("t")
+    prev_g = state.get("prev_flat_grad")
+    prev_loss = state.get("prev_loss")
+    since = state.get("n_since_restart", 0)
+
+    n_iter = 0
+    reason = "max_iter"
+    try:
+        while n_iter < max_iter:
+            n_iter += 1
+            state["n_iter"] += 1
+            gg = float(np.dot(g, g))
+
+            # ---- direction
+            restarted = True
+            if d is None or prev_g is None or since + 1 >= restart_every or not t:
+                d = np.negative(g)
+            else:
+                dg1 = float(np.dot(d, g))
+                beta = _beta(rule, gg, float(np.dot(g, prev_g)), float(np.dot(prev_g, prev_g)),
+                             dg1, float(np.dot(d, prev_g)))
+                # -g.g + beta d.g is the new g.d: test descent before forming d.
+                if math.isfinite(beta) and -gg + beta * dg1 <= -SIGMA * gg:
+                    d = d * beta
+                    d -= g
+                    restarted = False
+                else:
+                    d = np.negative(g)
+            since = 0 if restarted else since + 1
+
+            gtd = float(np.dot(g, d))
+            # scipy's first trial step min(1, 2.02 (f - old_f) / g.d) needs
+            # a decrease since the last iterate; without one (first
+            # iteration, or the last search failed) scipy's start-up guess
+            # old_f = f + |g|/2 makes the first step about 1/|g| long.
+            if prev_loss is not None and prev_loss > loss:
+                old_f = prev_loss
+            else:
+                old_f = loss + math.sqrt(gg) / 2
+            prev_g = g
+            prev_loss = loss
+            if gtd > -tolerance_change:
+                reason = "not_descent"
+                t = 0.0
+                break
+
+            # ---- line search
+            # No test when the next iteration restarts anyway.
+            extra = None if since + 1 >= restart_every else _descent_test(
+                rule, g, d, gtd, tolerance_grad)
+            ls_evals = 0
+            lines = []
+            try:
+                res = search(d, gtd, old_f, max_eval - current_evals, extra)
+                lines.append(line)
+                ls_evals = res.n_evals
+                if not res.ok and res.reason != "max_eval" and not restarted:
+                    d = np.negative(g)
+                    since = 0
+                    gtd = -gg
+                    extra = None if restart_every <= 1 else _descent_test(
+                        rule, g, d, gtd, tolerance_grad)
+                    res = search(d, gtd, old_f, max_eval - current_evals - ls_evals, extra)
+                    lines.append(line)
+                    ls_evals += res.n_evals
+            except BaseException:
+                t = 0.0
+                state["func_evals"] += ls_evals + (line.n_evals if line is not None else 0)
+                raise
+            current_evals += ls_evals
+            state["func_evals"] += ls_evals
+            if not res.ok:
+                t = 0.0
+                reason = res.reason
+                # Leave the lowest point the failed searches saw, if below.
+                for line in lines:
+                    best = line.best_point()
+                    if best is not None and best[0] < loss:
+                        loss, x_best, g = best
+                        flat.set(x_best)
+                break
+            t, loss, g = res.t, res.loss, res.grad
+
+            # ---- stopping tests (shared with LBFGS)
+            reason = stop_reason(on_iter, loss, prev_loss, n_iter, max_iter, current_evals,
+                                 max_eval, _absmax(g), tolerance_grad,
+                                 max(d.max(), -d.min()) * t, tolerance_change)
+            if reason:
+                break
+    finally:
+        state["d"] = d
+        state["t"] = t
+        state["prev_flat_grad"] = prev_g
+        state["prev_loss"] = prev_loss
+        state["n_since_restart"] = since
+
+    return reason or "max_iter", n_iter, current_evals, loss, g
+
+
+def _descent_test(rule, g0, d, dg0, tolerance_grad):
+    """Accept a trial step only if the next direction is a sufficient descent one."""
+    gg0 = float(np.dot(g0, g0))
+
+    def test(alpha, f, g1):
+        if _absmax(g1) <= tolerance_grad:
+            return True
+        gg1 = float(np.dot(g1, g1))
+        dg1 = float(np.dot(d, g1))
+        beta = _beta(rule, gg1, float(np.dot(g1, g0)), gg0, dg1, dg0)
+        return math.isfinite(beta) and -gg1 + beta * dg1 <= -SIGMA * gg1
+
+    return test

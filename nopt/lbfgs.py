@@ -3,14 +3,14 @@ import math
 
 import numpy as np
 
-from ._closure_optimizer import ClosureOptimizer, absmax as _absmax
+from ._closure_optimizer import ClosureOptimizer, absmax as _absmax, stop_reason
+from ._lbfgsb import Box, History, check_param_bounds, lbfgsb_run
 from ._linesearch import (
-    ClosureLine,
+    ClosureSpace,
     NonFiniteError,
     StepReport,
     call_closure,
     check_common_options,
-    wolfe_search,
 )
 
 __all__ = ["LBFGS"]
@@ -35,16 +35,28 @@ class LBFGS(ClosureOptimizer):
 
     With ``line_search_fn=None`` the step is fixed, :math:`t_k = \gamma`
     (:math:`\min(1, 1/\|g_0\|_1)\,\gamma` on the very first iteration), and
-    the trajectory is torch's. With ``line_search_fn="strong_wolfe"``,
-    :math:`t_k` satisfies the strong Wolfe conditions
+    the trajectory is torch's.
+
+    With ``line_search_fn="strong_wolfe"`` each iteration is **L-BFGS-B**'s
+    (:mod:`nopt._lbfgsb`, the code ``nopt.minimize`` runs too): with
+    :math:`B_k = \theta I - W M W^\top` the compact form of the same
+    memory, the generalized Cauchy point :math:`x^c` along the projected
+    path :math:`P(x_k - t g_k)`, then the model's minimiser over the
+    variables free at :math:`x^c`, projected into the box, gives
+    :math:`\bar x`; without bounds :math:`\bar x - x_k = -H_k g_k` exactly.
+    :math:`t_k \in (0, t_{\max}]` along :math:`d_k = \bar x - x_k`
+    satisfies
 
     .. math::
-        f(x_k + t d_k) \le f(x_k) + c_1 t\, g_k^\top d_k, \qquad
-        |\nabla f(x_k + t d_k)^\top d_k| \le c_2 |g_k^\top d_k|
+        f(x_k + t d_k) \le f(x_k) + 10^{-3}\, t\, g_k^\top d_k, \qquad
+        |\nabla f(x_k + t d_k)^\top d_k| \le 0.9\, |g_k^\top d_k|
 
-    with :math:`c_1 = 10^{-4}, c_2 = 0.9`, found by **scipy's** search
-    (MINPACK's DCSRCH, falling back to the Nocedal-Wright zoom search, as
-    scipy's own BFGS does), starting from the same trial step torch uses.
+    found by MINPACK's DCSRCH (scipy's port), with :math:`t_{\max}` the
+    largest feasible step. First trial step: :math:`\gamma
+    \min(1/\|d_0\|_2, 1)` on the very first iteration, :math:`\gamma`
+    after. A failed search drops the memory and retries from the Cauchy
+    step (steepest descent); a second failure stops the step (reason
+    ``"line_search"``) with the parameters at the lowest point evaluated.
 
     Parameters
     ----------
@@ -64,7 +76,15 @@ class LBFGS(ClosureOptimizer):
     history_size : int, default 100
         Number :math:`m` of stored pairs.
     line_search_fn : {None, "strong_wolfe"}
-        Fixed steps (torch's trajectory) or scipy's Wolfe line search.
+        Fixed steps (torch's trajectory) or the L-BFGS-B iteration.
+    bounds : list of (low, high), optional
+        Box bounds, one pair per parameter (``None`` for a free one);
+        ``low``/``high`` are None, numbers or arrays broadcastable to the
+        parameter's shape. Needs ``line_search_fn="strong_wolfe"``.
+        Parameters outside the box are clipped before the first evaluation;
+        ``tolerance_grad`` then applies to the projected gradient
+        :math:`\max_i |P(x - g) - x|_i`. Checked at construction
+        (``ValueError`` for a wrong count, NaN or ``low > high``).
 
     Notes
     -----
@@ -110,35 +130,88 @@ class LBFGS(ClosureOptimizer):
     """
 
     def __init__(self, params, lr=1, max_iter=20, max_eval=None, tolerance_grad=1e-7,
-                 tolerance_change=1e-9, history_size=100, line_search_fn=None):
+                 tolerance_change=1e-9, history_size=100, line_search_fn=None, bounds=None):
+        defaults = dict(lr=lr, max_iter=max_iter, max_eval=max_eval,
+                        tolerance_grad=tolerance_grad, tolerance_change=tolerance_change,
+                        history_size=history_size, line_search_fn=line_search_fn)
+        defaults = self._check_options(defaults)
+        super().__init__(params, defaults)
+        box = check_param_bounds(bounds, self.param_groups[0]["params"])
+        if box is not None and line_search_fn is None:
+            raise ValueError("bounds need line_search_fn='strong_wolfe' (L-BFGS-B's iteration)")
+        self.bounds = box
+
+    @staticmethod
+    def _check_options(group):
+        """Validate a group's hyperparameters; return them normalised (also used on load)."""
+        lr = group["lr"]
         if isinstance(lr, bool) or not isinstance(lr, (int, float, np.integer, np.floating)) \
                 or not 0.0 <= lr:
             raise ValueError(f"Invalid learning rate: {lr}")
-        max_eval = check_common_options(max_iter, max_eval, tolerance_grad, tolerance_change)
+        max_eval = check_common_options(group["max_iter"], group["max_eval"],
+                                         group["tolerance_grad"], group["tolerance_change"])
+        history_size = group["history_size"]
         if isinstance(history_size, bool) or not isinstance(history_size, (int, np.integer)) \
                 or history_size < 1:
             raise ValueError(f"Invalid history_size: {history_size!r} (expected an int >= 1)")
+        line_search_fn = group["line_search_fn"]
         if line_search_fn not in (None, "strong_wolfe"):
             raise ValueError(f"only 'strong_wolfe' is supported, got line_search_fn={line_search_fn!r}")
-        defaults = dict(lr=lr, max_iter=int(max_iter), max_eval=max_eval,
-                        tolerance_grad=tolerance_grad, tolerance_change=tolerance_change,
-                        history_size=int(history_size), line_search_fn=line_search_fn)
-        super().__init__(params, defaults)
+        return dict(group, max_iter=int(group["max_iter"]), max_eval=max_eval,
+                    history_size=int(history_size))
 
-    _state_lists = ("old_dirs", "old_stps")
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self.__dict__.setdefault("bounds", None)
+
+    _state_spec = {"d": "array", "prev_flat_grad": "array", "old_dirs": "arrays",
+                   "old_stps": "arrays", "ro": "floats", "al": "floats_or_none", "t": "number",
+                   "H_diag": "number", "prev_loss": "number"}
+    _state_required = ("d", "t", "old_dirs", "old_stps", "ro", "H_diag", "prev_flat_grad")
 
     def _step(self, closure, on_iter=None):
         """``step`` with ``on_iter(loss, prev_loss) -> reason or None`` after each iteration."""
         group, flat, state = self._begin(closure)
+        if group["line_search_fn"] is not None:
+            return self._lbfgsb_step(closure, group, flat, state, on_iter)
+        return self._fixed_step(closure, group, flat, state, on_iter)
+
+    def _lbfgsb_step(self, closure, group, flat, state, on_iter):
+        box = None
+        if self.bounds is not None:
+            lower, upper = self.bounds
+            if lower.size != flat.numel:
+                raise ValueError(f"LBFGS: the bounds cover {lower.size} values but the parameters "
+                                 f"now hold {flat.numel}; construct the optimizer again")
+            box = Box(lower.astype(flat.dtype), upper.astype(flat.dtype))
+            x = flat.get()
+            clipped = box.clip(x)
+            if not np.array_equal(clipped, x):
+                flat.set(clipped)  # x0 outside the box is clipped, as scipy does
+        orig_loss, loss, flat_grad, _ = self._first_evaluation(closure, flat, state)
+        m = group["history_size"]
+        hist = History(m, flat.numel, flat.dtype)
+        if state.get("old_stps"):
+            hist.load(state["old_stps"][-m:], state["old_dirs"][-m:])
+        state.setdefault("al", [None] * m)
+        options = dict(max_iter=group["max_iter"], max_eval=group["max_eval"], max_ls=self.max_ls,
+                       tolerance_grad=group["tolerance_grad"],
+                       tolerance_change=group["tolerance_change"], lr=float(group["lr"]))
+        x = flat.get()
+        reason, n_iter, n_evals, loss, flat_grad = lbfgsb_run(
+            ClosureSpace(flat, closure), x, loss, flat_grad, state, hist, box, options, on_iter)
+        self.last_step = StepReport(reason, n_iter, n_evals, loss, flat_grad)
+        return orig_loss
+
+    def _fixed_step(self, closure, group, flat, state, on_iter):
+        """torch's LBFGS iteration with a fixed step (no line search)."""
         lr = group["lr"]
         max_iter = group["max_iter"]
         max_eval = group["max_eval"]
         tolerance_grad = group["tolerance_grad"]
         tolerance_change = group["tolerance_change"]
-        line_search_fn = group["line_search_fn"]
         history_size = group["history_size"]
         S = flat.dtype.type
-        eps = float(np.finfo(flat.dtype).eps)
         orig_loss, loss, flat_grad, gmax = self._first_evaluation(closure, flat, state)
         current_evals = 1
         if gmax <= tolerance_grad:
@@ -156,7 +229,6 @@ class LBFGS(ClosureOptimizer):
 
         n_iter = 0
         reason = "max_iter"
-        opt_cond = False
         try:
             while n_iter < max_iter:
                 n_iter += 1
@@ -171,13 +243,7 @@ class LBFGS(ClosureOptimizer):
                     y = flat_grad - prev_flat_grad
                     s = d * S(t)
                     ys = np.dot(y, s)
-                    if line_search_fn is None:
-                        keep = ys > 1e-10  # torch's absolute test
-                    else:
-                        # L-BFGS-B's relative test: an absolute 1e-10 drops every
-                        # pair once steps get small, and convergence stalls.
-                        keep = ys > 0 and ys > eps * -np.dot(s, prev_flat_grad)
-                    if keep:
+                    if ys > 1e-10:  # torch's absolute test
                         if len(old_dirs) == history_size:
                             old_dirs.pop(0)
                             old_stps.pop(0)
@@ -186,7 +252,7 @@ class LBFGS(ClosureOptimizer):
                         old_stps.append(s)
                         ro.append(float(S(1.0) / ys))
                         H_diag = float(ys / np.dot(y, y))
-                    if "al" not in state:
+                    if not isinstance(state.get("al"), list) or len(state["al"]) < len(old_dirs):
                         state["al"] = [None] * history_size
                     d = _two_loop(flat_grad, old_dirs, old_stps, ro, H_diag, state["al"], S)
 
@@ -207,86 +273,39 @@ class LBFGS(ClosureOptimizer):
                     break
 
                 ls_func_evals = 0
-                if line_search_fn is None:
-                    x_prev = flat.get(self._x0_buffer(flat))
-                    flat.add_(t, d)
-                    if n_iter != max_iter:
-                        try:
-                            new_loss = call_closure(closure)
-                            new_grad = flat.gather_grad()
-                        except BaseException:
-                            flat.set(x_prev)
-                            t = 0.0
-                            state["func_evals"] += 1
-                            raise
-                        ls_func_evals = 1
-                        gmax = _absmax(new_grad)
-                        if not (math.isfinite(new_loss) and math.isfinite(gmax)):
-                            flat.set(x_prev)
-                            current_evals += 1
-                            state["func_evals"] += 1
-                            t = 0.0
-                            raise NonFiniteError(
-                                f"LBFGS: the closure returned a non-finite loss or gradient "
-                                f"(loss={new_loss}) after a fixed step; the parameters were put "
-                                "back (lower lr, or use line_search_fn='strong_wolfe')"
-                            )
-                        loss, flat_grad = new_loss, new_grad
-                        opt_cond = gmax <= tolerance_grad
-                else:
+                x_prev = flat.get(self._x0_buffer(flat))
+                flat.add_(t, d)
+                if n_iter != max_iter:
                     try:
-                        res = self._search(flat, closure, d, t, loss, flat_grad, gtd,
-                                           max_eval - current_evals)
-                        ls_func_evals = res.n_evals
-                        if not res.ok and res.reason != "max_eval" and old_dirs:
-                            # As L-BFGS-B: drop the memory, retry along -g once.
-                            old_dirs.clear()
-                            old_stps.clear()
-                            ro.clear()
-                            H_diag = 1
-                            d = np.negative(flat_grad)
-                            t = float(min(1.0, 1.0 / np.abs(flat_grad).sum()) * lr)
-                            gtd = np.dot(flat_grad, d)
-                            res = self._search(flat, closure, d, t, loss, flat_grad, gtd,
-                                               max_eval - current_evals - ls_func_evals)
-                            ls_func_evals += res.n_evals
+                        new_loss = call_closure(closure)
+                        new_grad = flat.gather_grad()
                     except BaseException:
-                        t = 0.0  # the search put the parameters back
-                        state["func_evals"] += ls_func_evals + self._line.n_evals
-                        raise
-                    if res.ok:
-                        t, loss, flat_grad = res.t, res.loss, res.grad
-                        opt_cond = _absmax(flat_grad) <= tolerance_grad
-                    else:
+                        flat.set(x_prev)
                         t = 0.0
-                        current_evals += ls_func_evals
-                        state["func_evals"] += ls_func_evals
-                        reason = res.reason
-                        break
-
+                        state["func_evals"] += 1
+                        raise
+                    ls_func_evals = 1
+                    gmax = _absmax(new_grad)
+                    if not (math.isfinite(new_loss) and math.isfinite(gmax)):
+                        flat.set(x_prev)
+                        current_evals += 1
+                        state["func_evals"] += 1
+                        t = 0.0
+                        raise NonFiniteError(
+                            f"LBFGS: the closure returned a non-finite loss or gradient "
+                            f"(loss={new_loss}) after a fixed step; the parameters were put "
+                            "back (lower lr, or use line_search_fn='strong_wolfe')"
+                        )
+                    loss, flat_grad = new_loss, new_grad
                 current_evals += ls_func_evals
                 state["func_evals"] += ls_func_evals
 
                 # ---- stopping tests
-                if on_iter is not None:
-                    stop = on_iter(loss, prev_loss)
-                    if stop:
-                        reason = stop
-                        break
-                if n_iter == max_iter:
-                    reason = "max_iter"
-                    break
-                if current_evals >= max_eval:
-                    reason = "max_eval"
-                    break
-                if opt_cond:
-                    reason = "gtol"
-                    break
-                if max(d.max(), -d.min()) * abs(S(t)) <= tolerance_change:
-                    reason = "tolerance_change"
-                    break
-                if abs(loss - prev_loss) < tolerance_change:
-                    reason = "tolerance_change"
+                reason = stop_reason(on_iter, loss, prev_loss, n_iter, max_iter, current_evals,
+                                     max_eval, _absmax(flat_grad) if ls_func_evals else math.inf,
+                                     tolerance_grad, max(d.max(), -d.min()) * abs(S(t)),
+                                     tolerance_change)
+                if reason:
                     break
         finally:
             state["d"] = d
@@ -298,14 +317,8 @@ class LBFGS(ClosureOptimizer):
             state["prev_flat_grad"] = prev_flat_grad
             state["prev_loss"] = prev_loss
 
-        self.last_step = StepReport(reason, n_iter, current_evals, loss, flat_grad)
+        self.last_step = StepReport(reason or "max_iter", n_iter, current_evals, loss, flat_grad)
         return orig_loss
-
-    def _search(self, flat, closure, d, t, loss, flat_grad, gtd, max_evals):
-        x0 = flat.get(self._x0_buffer(flat))
-        line = self._line = ClosureLine(flat, closure, x0, d, t, loss, flat_grad, gtd, max_evals,
-                                        self.max_ls)
-        return wolfe_search(line, old_f0=None, c1=1e-4, c2=0.9)
 
 
 def _two_loop(flat_grad, old_dirs, old_stps, ro, H_diag, al, S):

@@ -2,7 +2,7 @@
 import struct
 
 from ._kernels._spec import Rule
-from .adam import _decay_terms, _sign, _validate
+from .adam import _decay_terms, _validate
 from .optimizer import Optimizer
 
 __all__ = ["NAdam"]
@@ -17,6 +17,7 @@ def _round_f32(x):
 
 def _scalars(group, step, mu_product):
     beta1, beta2 = group["betas"]
+    sign = -1.0 if group["maximize"] else 1.0
     lr, psi = group["lr"], group["momentum_decay"]
     decay, l2 = _decay_terms(group)
     mu = beta1 * (1.0 - 0.5 * (0.96 ** (step * psi)))
@@ -27,7 +28,7 @@ def _scalars(group, step, mu_product):
     mu_product_next = mu_product * mu_next
     c_grad = -lr * (1.0 - mu) / (1.0 - mu_product)
     c_avg = (-lr * mu_next) / (1.0 - mu_product_next)
-    args = (_sign(group), decay, l2, 1 - beta1, beta2, 1 - beta2, 1 / (1 - beta2 ** step),
+    args = (sign, decay, l2, 1 - beta1, beta2, 1 - beta2, 1 / (1 - beta2 ** step),
             group["eps"], c_grad, c_avg)
     return args, (mu_product,)
 

@@ -591,25 +591,29 @@ class Optimizer:
         else:
             columns, steps, common = self._gather_state(batch, gather, undo), None, None
         if not rule.scalar_state and (common is not None or not rule.step):
-            parts = [(rule.scalars(group, common), None, params, grads, columns)]
+            # The usual case: one call for the batch.
+            ptrs, chunks, n_threads = self._table([params, grads, *columns],
+                                                  (batch.group_index, 0))
+            calls.append((self._kernel, (ptrs, chunks, batch.is_double, n_threads,
+                                         *rule.scalars(group, common), *flags)))
+            return
+        # With a scalar state, or several step counts: the usual case is still
+        # one step count and one scalar state for the batch.
+        values = [] if common is not None and rule.step else None
+        for col in columns[len(keys):]:
+            if values is None or col.count(col[0]) != len(col):
+                values = None
+                break
+            values.append(float(col[0]))
+        if values is not None:
+            args, after = rule.scalars(group, common, *values)
+            parts = [(args, tuple(after), params, grads, columns)]
         else:
-            # The usual case: one step count and one scalar state for the batch.
-            values = [] if common is not None and rule.step else None
-            for col in columns[len(keys):]:
-                if values is None or col.count(col[0]) != len(col):
-                    values = None
-                    break
-                values.append(float(col[0]))
-            if values is not None:
-                args, after = rule.scalars(group, common, *values)
-                parts = [(args, tuple(after), params, grads, columns)]
-            else:
-                parts = self._parts(batch, columns[:len(keys)], columns[len(keys):], steps)
+            parts = self._parts(batch, columns[:len(keys)], columns[len(keys):], steps)
         for k, (args, after, part_params, part_grads, cols) in enumerate(parts):
             ptrs, chunks, n_threads = self._table(
                 [part_params, part_grads, *cols[:len(keys)]], (batch.group_index, k))
-            calls.append((self._kernel,
-                          (ptrs, chunks, batch.is_double, n_threads) + tuple(args) + flags))
+            calls.append((self._kernel, (ptrs, chunks, batch.is_double, n_threads, *args, *flags)))
             if after is not None:
                 calls.append((_plan.store, (self.state, part_params, rule.scalar_state,
                                             tuple(after))))
@@ -685,7 +689,7 @@ class Optimizer:
             ptrs, chunks, n_threads = self._table([part, part_grads, *cols],
                                                   (batch.group_index, fresh))
             calls.append((self._kernel,
-                          (ptrs, chunks, batch.is_double, n_threads) + args + flags[fresh]))
+                          (ptrs, chunks, batch.is_double, n_threads, *args, *flags[fresh])))
 
     def _init_state(self, batch, keys, undo):
         """Check the batch's state against the rule, then create what is missing.

@@ -1,6 +1,6 @@
 """RAdam: Adam with a rectified adaptive learning rate."""
 from ._kernels._spec import Rule
-from .adam import _decay_terms, _sign, _validate
+from .adam import _decay_terms, _validate
 from .optimizer import Optimizer
 
 __all__ = ["RAdam"]
@@ -19,6 +19,7 @@ def _rectification(beta2, step):
 
 def _scalars(group, step):
     beta1, beta2 = group["betas"]
+    sign = -1.0 if group["maximize"] else 1.0
     lr = group["lr"]
     decay, l2 = _decay_terms(group)
     bias_correction1 = 1 - beta1 ** step
@@ -27,7 +28,7 @@ def _scalars(group, step):
         coef = -(lr / bias_correction1)
     else:
         coef = -(lr * rect * (1 - beta2 ** step) ** 0.5 / bias_correction1)
-    return (_sign(group), decay, l2, 1 - beta1, beta2, 1 - beta2, group["eps"], coef,
+    return (sign, decay, l2, 1 - beta1, beta2, 1 - beta2, group["eps"], coef,
             0.0 if rect is None else 1.0)
 
 

@@ -11,8 +11,8 @@ def _scalars(group, step):
 
 
 def _switches(group):
-    return {"maximize": bool(group["maximize"]), "use_momentum": group["momentum"] > 0,
-            "centered": bool(group["centered"])}
+    # (maximize, use_momentum, centered): the flags' order in RULE.
+    return bool(group["maximize"]), group["momentum"] > 0, bool(group["centered"])
 
 
 # Torch's single-tensor order of operations, and its fused multiply-adds

@@ -58,7 +58,7 @@ param[j] = p + (-d) * y
 prev[j] = g
 """,
     scalars=_scalars,
-    switches=lambda group: {"maximize": bool(group["maximize"])},
+    switches=lambda group: (bool(group["maximize"]),),
 )
 
 

@@ -11,8 +11,8 @@ def _scalars(group, step):
 
 def _switches(group):
     use_momentum = group["momentum"] != 0
-    return {"maximize": bool(group["maximize"]), "use_momentum": use_momentum,
-            "nesterov": use_momentum and bool(group["nesterov"])}
+    # (maximize, use_momentum, nesterov): the flags' order in RULE.
+    return bool(group["maximize"]), use_momentum, use_momentum and bool(group["nesterov"])
 
 
 # No step count. A new momentum buffer takes the gradient itself (torch

@@ -78,7 +78,8 @@ class Rule:
         without a count); with ``scalar_state`` it returns ``(args,
         next_scalar_state)``.
     switches : callable, optional
-        ``switches(group) -> {flag: bool}`` for the flags whose source is None.
+        ``switches(group) -> tuple of bool``: the flags whose source is None,
+        in their order in ``flags`` (a tuple, not a dict: it runs every step).
     start : callable, optional
         ``start(group) -> tuple``: the first values of ``scalar_state``.
     add_missing : bool
@@ -128,10 +129,7 @@ class Rule:
 
         Cached by the switches' values: this runs on every step.
         """
-        if self.switches is None:
-            flags = ()
-        else:
-            flags = tuple(map(self.switches(group).__getitem__, self.switch_names))
+        flags = self.switches(group) if self.switches is not None else ()
         found = self._resolved.get(flags)
         if found is None:
             switches = dict(zip(self.switch_names, flags))
