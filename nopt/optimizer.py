@@ -663,28 +663,30 @@ class Optimizer:
         """
         rule = self.rule
         group, params, grads = batch.group, batch.params, batch.grads
-        args = tuple(rule.scalars(group, None))
-        if not keys:
-            parts = [(False, params, grads, [])]
-        else:
-            columns, missing = self._state_columns(params, keys)
-            if not missing:
-                parts = [(False, params, grads, columns)]
+        args = rule.scalars(group, None)
+        columns, missing = self._state_columns(params, keys) if keys else ([], 0)
+        if not missing:
+            # The usual case: every array exists, one call.
+            ptrs, chunks, n_threads = self._table([params, grads, *columns],
+                                                  (batch.group_index, False))
+            calls.append((self._kernel,
+                          (ptrs, chunks, batch.is_double, n_threads, *args, *flags[False])))
+            return
+        # Parameters with and without their arrays go in separate calls.
+        parts = []
+        for fresh in (False, True):
+            keep = [k for k in range(len(params))
+                    if any(col[k] is None for col in columns) == fresh]
+            if not keep:
+                continue
+            part = [params[k] for k in keep]
+            if fresh:
+                self._new_arrays(part, keys, group, undo)
+                state = self.state
+                cols = [[state[p][key] for p in part] for key in keys]
             else:
-                parts = []
-                for fresh in (False, True):
-                    keep = [k for k in range(len(params))
-                            if any(col[k] is None for col in columns) == fresh]
-                    if not keep:
-                        continue
-                    part = [params[k] for k in keep]
-                    if fresh:
-                        self._new_arrays(part, keys, group, undo)
-                        state = self.state
-                        cols = [[state[p][key] for p in part] for key in keys]
-                    else:
-                        cols = [[col[k] for k in keep] for col in columns]
-                    parts.append((fresh, part, [grads[k] for k in keep], cols))
+                cols = [[col[k] for k in keep] for col in columns]
+            parts.append((fresh, part, [grads[k] for k in keep], cols))
         for fresh, part, part_grads, cols in parts:
             ptrs, chunks, n_threads = self._table([part, part_grads, *cols],
                                                   (batch.group_index, fresh))
