@@ -7,6 +7,7 @@ from ._parameter import Parameter
 from ._threads import get_num_threads, num_threads, set_num_threads
 from .adabelief import AdaBelief
 from .adadelta import Adadelta
+from .adafactor import Adafactor
 from .adagrad import Adagrad
 from .adam import Adam, AdamW
 from .adamax import Adamax
@@ -18,6 +19,7 @@ from .flat import ParameterBuffer, flat_parameters
 from .lamb import LAMB
 from .lars import LARS
 from .lion import Lion
+from .muon import Muon
 from .nadam import NAdam
 from .optimizer import (
     Optimizer,
@@ -38,7 +40,7 @@ from .sparse_adam import SparseAdam
 _LAZY = {
     "LBFGS": "lbfgs", "CG": "cg", "minimize": "_minimize", "scipy_method": "_minimize",
 }
-_LAZY_MODULES = ("bench", "demo", "models")
+_LAZY_MODULES = ("bench", "demo", "models", "optim")
 
 
 def __getattr__(name):
@@ -65,7 +67,7 @@ __all__ = [
     "register_optimizer_step_pre_hook", "register_optimizer_step_post_hook",
     # update rules
     "SGD", "Adam", "AdamW", "Adamax", "NAdam", "RAdam", "SparseAdam",
-    "Adagrad", "Adadelta", "RMSprop", "Rprop", "ASGD",
+    "Adagrad", "Adadelta", "RMSprop", "Rprop", "ASGD", "Adafactor", "Muon",
     # update rules beyond torch.optim
     "Lion", "LAMB", "LARS", "Adan", "AdaBelief", "ScheduleFreeSGD", "ScheduleFreeAdamW", "Prodigy",
     "MultiSteps", "Lookahead",
@@ -73,6 +75,8 @@ __all__ = [
     "LBFGS", "CG", "minimize", "scipy_method",
     # schedules, averaging, gradient utilities
     "lr_scheduler", "swa_utils", "utils", "ApplyIfFinite", "grads_are_finite",
+    # torch.optim's namespace (from nopt import optim)
+    "optim",
     # storage, checkpoints, threads, config
     "ParameterBuffer", "flat_parameters", "save", "load", "CheckpointError",
     "get_num_threads", "set_num_threads", "num_threads", "show_config", "get_config",

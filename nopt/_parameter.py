@@ -39,6 +39,11 @@ class Parameter(np.ndarray):
         The initial values. A float ndarray of the requested dtype that is
         C-contiguous and writeable is wrapped without copying, so the
         optimizer's in-place updates are visible through ``data`` too.
+        Anything else (a list, another dtype, a Fortran-ordered array, a
+        strided view such as ``x[:, ::2]`` or ``x.T``) is copied into a new
+        C-contiguous array, as ``torch.tensor(data)`` copies: updates are
+        then *not* visible through ``data``; read them from the Parameter.
+        A read-only C-contiguous array of the requested dtype is refused.
     dtype : {None, numpy.float32, numpy.float64}
         The parameter's dtype. ``None`` keeps ``data``'s float dtype (Python
         floats become float64).
@@ -70,17 +75,15 @@ class Parameter(np.ndarray):
                         "(pass dtype=np.float32 or np.float64 to convert)"
                     )
                 dtype = data.dtype
-            if data.dtype == dtype:
-                if not data.flags.c_contiguous:
-                    raise ValueError(
-                        "Parameter data must be C-contiguous: an in-place update of a copy "
-                        "would be lost; pass np.ascontiguousarray(data)"
-                    )
+            if data.dtype == dtype and data.flags.c_contiguous:
                 if not data.flags.writeable:
                     raise ValueError("Parameter data must be writeable")
                 array = data.view(np.ndarray)
             else:
-                array = np.ascontiguousarray(data, dtype=dtype)
+                # Another dtype, Fortran order or a strided view: the kernels
+                # need one C-contiguous block, so the Parameter owns a copy
+                # (as for lists) and ``data`` does not see its updates.
+                array = np.array(data, dtype=dtype, order="C", copy=True)
         else:
             if isinstance(data, (str, bytes, dict, set)) or data is None:
                 raise TypeError(f"Parameter data must be array_like numbers, got {type(data).__name__}")

@@ -518,6 +518,52 @@ def schedule_free_sgd(param, grad, state, group):
 def schedule_free_adamw(param, grad, state, group):
     r"""Schedule-free AdamW: schedule-free SGD on :math:`g / (\sqrt{\hat v} + \epsilon)`."""
     _schedule_free(param, grad, state, group, adam=True)
+def _norm(x, axis=None):
+    """torch.norm: the square root of the sum of squares (summed in float64), in the dtype."""
+    total = np.sum(np.square(x, dtype=np.float64), axis=axis, keepdims=axis is not None)
+    return np.sqrt(total).astype(x.dtype)
+
+
+def adafactor(param, grad, state, group):
+    """torch.optim.Adafactor (single tensor): factored for 2 or more dimensions, else a full variance."""
+    dt = param.dtype.type
+    if not state:
+        state["step"] = 0.0
+        if param.ndim >= 2:
+            state["row_var"] = np.zeros(param.shape[:-1] + (1,), param.dtype)
+            state["col_var"] = np.zeros(param.shape[:-2] + (1,) + param.shape[-1:], param.dtype)
+        else:
+            state["variance"] = np.zeros_like(param)
+    state["step"] += 1
+    if param.size == 0:
+        return      # torch divides by the size and fails; nopt leaves it alone
+    eps1, eps2 = group["eps"]
+    if eps1 is None:
+        eps1 = float(np.finfo(param.dtype).eps)
+    g = -grad if group["maximize"] else grad
+    t = state["step"]
+    w = t ** group["beta2_decay"]
+    rho = min(group["lr"], 1 / (t ** 0.5))
+    alpha = max(eps2, float(_norm(param)) / (param.size ** 0.5)) * rho
+    if group["weight_decay"] != 0:
+        param *= dt(1 - group["lr"] * group["weight_decay"])
+    if g.ndim >= 2:
+        _lerp_(state["row_var"], np.square(_norm(g, axis=-1)) / dt(g.shape[-1]), w)
+        _lerp_(state["col_var"], np.square(_norm(g, axis=-2)) / dt(g.shape[-2]), w)
+        row_mean = (np.sum(state["row_var"], axis=-2, keepdims=True, dtype=np.float64)
+                    / g.shape[-2]).astype(param.dtype)
+        estimate = state["row_var"] * state["col_var"]
+        estimate /= np.maximum(row_mean, dt(eps1))
+    else:
+        _lerp_(state["variance"], g * g, w)
+        estimate = state["variance"].copy()
+    np.maximum(estimate, dt(eps1 * eps1), out=estimate)
+    update = np.sqrt(estimate, out=estimate)
+    np.divide(dt(1), update, out=update)          # torch's rsqrt: 1 / sqrt, two roundings
+    update *= g
+    denom = max(1.0, float(_norm(update)) / ((update.size ** 0.5) * group["d"]))
+    update *= dt(-alpha / denom)
+    param += update
 
 
 class NumpyOptimizer:

@@ -81,6 +81,11 @@ RULES = _rules(
     # ASGD writes ax without reading it while mu == 1; a written stream costs
     # a read too (write-allocate), so it counts as read and written.
     Rule("ASGD", _reference.asgd, dict(lr=1e-2), 3, 2),
+    # Adafactor needs RMS(update) before it updates: two passes over a vector
+    # (p, g, v read and v written; p, g, v read and p written: 6 reads and 2
+    # writes), the same 32 bytes as 5 read and 3 written streams. Its factored
+    # 2-D case is benchmarked by benchmarks/bench_matrix.py.
+    Rule("Adafactor", _reference.adafactor, dict(lr=1e-2), 5, 3),
     # Beyond torch.optim (nopt/_kernels/beyond.pyx; no torch peers).
     Rule("Lion", _reference.lion, dict(lr=1e-4), 3, 2),
     Rule("AdaBelief", _reference.adabelief, dict(lr=1e-3), 4, 3),

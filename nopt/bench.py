@@ -39,18 +39,24 @@ Adadelta       param, grad, square_avg, acc_delta        4      3      28
 RMSprop        param, grad, square_avg                   3      2      20
 Rprop          param, grad, prev, step_size              4      3      28
 ASGD           param, grad, ax (*)                       3      2      20
+Adafactor      param, grad, variance; twice (**)         5      3      32
 Lion           param, grad, exp_avg                      3      2      20
 AdaBelief      param, grad, exp_avg, exp_avg_var         4      3      28
 Adan           param, grad, m, diff, n, pre_grad         6      5      44
 ScheduleFree   y, grad, z (SGD); y, grad, z, v (AdamW)  3/4    2/3   20/28
 LAMB (2 pass)  p, g, m, v; m, v | p, m, v; p             7      3      40
-LARS (**)      param, grad, momentum_buffer              3      2      20
+LARS (***)     param, grad, momentum_buffer              3      2      20
 =============  ======================================  =====  ======  ======
 
 (*) ASGD writes ``ax`` without reading it while ``mu == 1``; a written
 stream costs a read too (write-allocate), so it counts as read and written.
-(**) LARS also reads param and grad once more for its norms: its roofline
+(***) LARS also reads param and grad once more for its norms: its roofline
 counts only the update pass, so its % of the roofline understates.
+(**) Adafactor (a vector: the cases here are 1-D) needs RMS(update) before
+it can update, so it takes two passes: param, grad, variance read and
+variance written, then the three read again and param written: 6 reads and
+2 writes, the same 32 bytes as the roofline's 5 read and 3 written streams.
+Its 2-D (factored) case and Muon are timed by ``benchmarks/bench_matrix.py``.
 The figures are for the options benchmarked (``OPTIMIZERS``, the
 registry :data:`nopt._registry.RULES`: SGD with momentum, the others at
 torch's defaults).

@@ -21,6 +21,8 @@ def test_every_example_has_a_smoke_test():
     assert scripts == sorted([
         "checkpoint_resume", "distributed_mlp", "least_squares_cg", "logistic_regression_lbfgs",
         "matrix_factorization_sparse_adam", "mlp_adamw_onecycle",
+        # tested in test_torch_porting.py:
+        "autograd_mlp", "port_from_torch",
     ])
 
 

@@ -49,14 +49,53 @@ def test_rejects_bad_dtype_argument():
         Parameter([1.0], dtype="not a dtype")
 
 
-def test_rejects_non_contiguous_and_readonly():
-    x = np.ones((4, 4))
-    with pytest.raises(ValueError, match="C-contiguous"):
-        Parameter(x[:, ::2])
+def test_rejects_readonly():
     y = np.ones(3)
     y.flags.writeable = False
     with pytest.raises(ValueError, match="writeable"):
         Parameter(y)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("make", [
+    lambda x: np.asfortranarray(x),
+    lambda x: x[:, ::2],
+    lambda x: x.T,
+    lambda x: x[::-1],
+], ids=["fortran", "strided", "transposed", "reversed"])
+def test_non_contiguous_data_is_copied_to_c_order(make, dtype):
+    base = np.arange(24, dtype=dtype).reshape(4, 6)
+    data = make(base)
+    p = Parameter(data)
+    assert p.flags.c_contiguous and p.flags.writeable
+    assert p.dtype == dtype and p.shape == data.shape
+    np.testing.assert_array_equal(p, data)
+    assert not np.shares_memory(p, base)
+    # The optimizer updates the copy; the original is left alone.
+    import nopt
+    before = base.copy()
+    p.grad = np.ones(p.shape, dtype)
+    nopt.SGD([p], lr=0.5).step()
+    np.testing.assert_array_equal(p, data - dtype(0.5))
+    np.testing.assert_array_equal(base, before)
+
+
+def test_read_only_non_contiguous_data_is_copied():
+    x = np.ones((3, 4))
+    x.flags.writeable = False
+    p = Parameter(x.T)
+    assert p.flags.writeable and p.flags.c_contiguous and p.shape == (4, 3)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_c_contiguous_writeable_float_data_is_wrapped_without_copy(dtype):
+    for data in (np.zeros((3, 4), dtype), np.zeros(5, dtype), np.zeros((4, 6), dtype)[1:3]):
+        p = Parameter(data)
+        assert np.shares_memory(p, data) and p.__array_interface__["data"][0] == data.ctypes.data
+        p.grad = np.ones(p.shape, dtype)
+        import nopt
+        nopt.SGD([p], lr=1.0).step()
+        np.testing.assert_array_equal(data, -np.ones_like(data))
 
 
 def test_arithmetic_returns_plain_ndarray():
