@@ -5,14 +5,20 @@ from . import lr_scheduler, swa_utils, utils
 from ._config import get_config, show_config
 from ._parameter import Parameter
 from ._threads import get_num_threads, num_threads, set_num_threads
+from .adabelief import AdaBelief
 from .adadelta import Adadelta
 from .adafactor import Adafactor
 from .adagrad import Adagrad
 from .adam import Adam, AdamW
 from .adamax import Adamax
+from .adan import Adan
 from .asgd import ASGD
+from .combinators import Lookahead, MultiSteps
 from .finite import ApplyIfFinite, grads_are_finite
 from .flat import ParameterBuffer, flat_parameters
+from .lamb import LAMB
+from .lars import LARS
+from .lion import Lion
 from .muon import Muon
 from .nadam import NAdam
 from .optimizer import (
@@ -21,9 +27,11 @@ from .optimizer import (
     register_optimizer_step_pre_hook,
     required,
 )
+from .prodigy import Prodigy
 from .radam import RAdam
 from .rmsprop import RMSprop
 from .rprop import Rprop
+from .schedule_free import ScheduleFreeAdamW, ScheduleFreeSGD
 from .serialization import CheckpointError, load, save
 from .sgd import SGD
 from .sparse_adam import SparseAdam
@@ -60,6 +68,9 @@ __all__ = [
     # update rules
     "SGD", "Adam", "AdamW", "Adamax", "NAdam", "RAdam", "SparseAdam",
     "Adagrad", "Adadelta", "RMSprop", "Rprop", "ASGD", "Adafactor", "Muon",
+    # update rules beyond torch.optim
+    "Lion", "LAMB", "LARS", "Adan", "AdaBelief", "ScheduleFreeSGD", "ScheduleFreeAdamW", "Prodigy",
+    "MultiSteps", "Lookahead",
     # closures and scipy-style minimisation
     "LBFGS", "CG", "minimize", "scipy_method",
     # schedules, averaging, gradient utilities

@@ -350,6 +350,174 @@ def sparse_adam(param, grad, state, group):
     param[mask] = (param + update)[mask]
 
 
+# ---------------------------------------------------------------- beyond torch.optim
+# From the papers (and their authors' code); nopt/_kernels/beyond.pyx's order of operations.
+def _norm(x):
+    """The 2-norm in double (also for float32 arrays), as nopt's per-parameter reductions."""
+    x = x.ravel().astype(np.float64)
+    return math.sqrt(float(np.dot(x, x)))
+
+
+def lion(param, grad, state, group):
+    r"""Lion: :math:`c = \beta_1 m + (1-\beta_1) g`, :math:`p \leftarrow (1-\eta\lambda) p
+    - \eta\,\mathrm{sign}(c)`, then :math:`m \leftarrow \beta_2 m + (1-\beta_2) g`."""
+    dt = param.dtype.type
+    g = -grad if group["maximize"] else grad
+    if not state:
+        _zeros(state, param, "exp_avg")
+    beta1, beta2 = group["betas"]
+    m = state["exp_avg"]
+    c = m * dt(beta1) + dt(1 - beta1) * g
+    param *= dt(1 - group["lr"] * group["weight_decay"])
+    param += dt(-group["lr"]) * np.sign(c)
+    m *= dt(beta2)
+    m += dt(1 - beta2) * g
+
+
+def adabelief(param, grad, state, group):
+    r"""AdaBelief: Adam with :math:`s \leftarrow \beta_2 s + (1-\beta_2)(g - m)^2 + \epsilon`."""
+    dt = param.dtype.type
+    if not state:
+        state["step"] = 0.0
+        _zeros(state, param, "exp_avg", "exp_avg_var")
+    state["step"] += 1
+    t = state["step"]
+    g = _decay(param, grad, group)
+    beta1, beta2 = group["betas"]
+    eps = group["eps"]
+    m, s = state["exp_avg"], state["exp_avg_var"]
+    m *= dt(beta1)
+    m += dt(1 - beta1) * g
+    r = g - m
+    s *= dt(beta2)
+    s += dt(1 - beta2) * r * r
+    s += dt(eps)
+    denom = np.sqrt(s) * dt(1 / math.sqrt(1 - beta2 ** t)) + dt(eps)
+    param += dt(-group["lr"] / (1 - beta1 ** t)) * m / denom
+
+
+def adan(param, grad, state, group):
+    r"""Adan: moments of :math:`g`, of :math:`\Delta = g - g_{prev}` and of
+    :math:`(g + \beta_2\Delta)^2`; proximal (or, ``no_prox``, decoupled) weight decay."""
+    dt = param.dtype.type
+    g = -grad if group["maximize"] else grad
+    if not state:
+        state["step"] = 0.0
+        _zeros(state, param, "exp_avg", "exp_avg_diff", "exp_avg_sq", "pre_grad")
+    state["step"] += 1
+    t = state["step"]
+    beta1, beta2, beta3 = group["betas"]
+    lr, wd = group["lr"], group["weight_decay"]
+    diff = np.zeros_like(g) if t == 1 else g - state["pre_grad"]
+    state["pre_grad"][...] = g
+    m, v, n = state["exp_avg"], state["exp_avg_diff"], state["exp_avg_sq"]
+    m *= dt(beta1)
+    m += dt(1 - beta1) * g
+    v *= dt(beta2)
+    v += dt(1 - beta2) * diff
+    u = g + dt(beta2) * diff
+    n *= dt(beta3)
+    n += dt(1 - beta3) * u * u
+    update = (m * dt(1 / (1 - beta1 ** t)) + v * dt(beta2 / (1 - beta2 ** t))) / (
+        np.sqrt(n) * dt(1 / math.sqrt(1 - beta3 ** t)) + dt(group["eps"]))
+    if group["no_prox"]:
+        param *= dt(1 - lr * wd)
+        param += dt(-lr) * update
+    else:
+        param += dt(-lr) * update
+        param *= dt(1 / (1 + lr * wd))
+
+
+def lamb(param, grad, state, group):
+    r"""LAMB: :math:`r = \hat m / (\sqrt{\hat v} + \epsilon) + \lambda p`, then
+    :math:`p \leftarrow p - \eta\,\|p\|/\|r\|\, r` (ratio 1 when a norm is 0)."""
+    dt = param.dtype.type
+    g = -grad if group["maximize"] else grad
+    if not state:
+        state["step"] = 0.0
+        _zeros(state, param, "exp_avg", "exp_avg_sq")
+    state["step"] += 1
+    t = state["step"]
+    beta1, beta2 = group["betas"]
+    m, v = state["exp_avg"], state["exp_avg_sq"]
+    m *= dt(beta1)
+    m += dt(1 - beta1) * g
+    v *= dt(beta2)
+    v += dt(1 - beta2) * g * g
+    r = m * dt(1 / (1 - beta1 ** t)) / (np.sqrt(v) * dt(1 / math.sqrt(1 - beta2 ** t))
+                                        + dt(group["eps"]))
+    r += dt(group["weight_decay"]) * param
+    p_norm, r_norm = _norm(param), _norm(r)
+    trust = p_norm / r_norm if p_norm > 0 and r_norm > 0 else 1.0
+    param += dt(-group["lr"] * trust) * r
+
+
+def lars(param, grad, state, group):
+    r"""LARS: :math:`\gamma_t = \eta\,\tau\|p\|/(\|g\| + \lambda\|p\| + \epsilon)`,
+    :math:`b \leftarrow \mu b + \gamma_t (g + \lambda p)`, :math:`p \leftarrow p - b`."""
+    dt = param.dtype.type
+    g = -grad if group["maximize"] else grad
+    if not state:
+        _zeros(state, param, "momentum_buffer")
+    wd, mu = group["weight_decay"], group["momentum"]
+    p_norm, g_norm = _norm(param), _norm(g)
+    if p_norm > 0 and g_norm > 0:
+        trust = group["trust_coefficient"] * p_norm / (g_norm + wd * p_norm + group["eps"])
+    else:
+        trust = 1.0
+    scale = dt(group["lr"] * trust)
+    d = g + dt(wd) * param
+    buf = state["momentum_buffer"]
+    buf *= dt(mu)
+    buf += scale * d
+    if group["nesterov"]:
+        param -= scale * d + dt(mu) * buf
+    else:
+        param -= buf
+
+
+def _schedule_free(param, grad, state, group, adam):
+    # The package's per-group counters (k, weight_sum, lr_max) are kept per array
+    # here: every array of a group steps together, so they agree.
+    dt = param.dtype.type
+    g = -grad if group["maximize"] else grad
+    if not state:
+        state.update(k=0, weight_sum=0.0, lr_max=-1.0, z=param.copy())
+        if adam:
+            _zeros(state, param, "exp_avg_sq")
+    k = state["k"]
+    warmup = group["warmup_steps"]
+    lr = group["lr"] * ((k + 1) / warmup if k < warmup else 1.0)
+    state["lr_max"] = lr_max = max(lr, state["lr_max"])
+    weight = (k + 1) ** group["r"] * lr_max ** group["weight_lr_power"]
+    state["weight_sum"] = weight_sum = state["weight_sum"] + weight
+    ckp1 = weight / weight_sum if weight_sum else 0.0
+    state["k"] = k + 1
+    if adam:
+        beta1, beta2 = group["betas"]
+        v = state["exp_avg_sq"]
+        v *= dt(beta2)
+        v += dt(1 - beta2) * g * g
+        g = g / (np.sqrt(v / dt(1 - beta2 ** (k + 1))) + dt(group["eps"]))
+    else:
+        beta1 = group["momentum"]
+    if group["weight_decay"]:
+        g = g + dt(group["weight_decay"]) * param
+    z = state["z"]
+    _lerp_(param, z, dt(ckp1))
+    param += dt(lr * (beta1 * (1 - ckp1) - 1)) * g
+    z += dt(-lr) * g
+
+
+def schedule_free_sgd(param, grad, state, group):
+    r"""Schedule-free SGD: :math:`y \leftarrow \mathrm{lerp}(y, z, c) + \gamma(\beta(1-c)-1) g`,
+    :math:`z \leftarrow z - \gamma g` (the parameter holds :math:`y`)."""
+    _schedule_free(param, grad, state, group, adam=False)
+
+
+def schedule_free_adamw(param, grad, state, group):
+    r"""Schedule-free AdamW: schedule-free SGD on :math:`g / (\sqrt{\hat v} + \epsilon)`."""
+    _schedule_free(param, grad, state, group, adam=True)
 def _norm(x, axis=None):
     """torch.norm: the square root of the sum of squares (summed in float64), in the dtype."""
     total = np.sum(np.square(x, dtype=np.float64), axis=axis, keepdims=axis is not None)

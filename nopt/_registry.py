@@ -35,6 +35,10 @@ class Rule:
     n_read, n_write : int
         Streams read and written back per element by one step, as benchmarked
         (for GB/s and the roofline kernel).
+    passes : tuple of (int, int)
+        Further ``(n_read, n_write)`` passes of a step over the same streams,
+        for rules that reduce each parameter first and then update it (LAMB);
+        the roofline kernel runs them too.
     torch_fused : bool
         torch has a fused CPU kernel for it (the bench's ``torch-fused`` peer).
     """
@@ -45,11 +49,17 @@ class Rule:
     n_read: int
     n_write: int
     torch_fused: bool = False
+    passes: tuple = ()
+
+    @property
+    def streams(self):
+        """Streams read plus streams written per element, over every pass of a step."""
+        return self.n_read + self.n_write + sum(r + w for r, w in self.passes)
 
     @property
     def bytes_per_element(self):
         """Bytes one step moves per float32 element (float64: twice)."""
-        return 4 * (self.n_read + self.n_write)
+        return 4 * self.streams
 
 
 def _rules(*rules):
@@ -76,4 +86,15 @@ RULES = _rules(
     # writes), the same 32 bytes as 5 read and 3 written streams. Its factored
     # 2-D case is benchmarked by benchmarks/bench_matrix.py.
     Rule("Adafactor", _reference.adafactor, dict(lr=1e-2), 5, 3),
+    # Beyond torch.optim (nopt/_kernels/beyond.pyx; no torch peers).
+    Rule("Lion", _reference.lion, dict(lr=1e-4), 3, 2),
+    Rule("AdaBelief", _reference.adabelief, dict(lr=1e-3), 4, 3),
+    Rule("Adan", _reference.adan, dict(lr=1e-3), 6, 5),
+    Rule("ScheduleFreeSGD", _reference.schedule_free_sgd, dict(lr=1.0), 3, 2),
+    Rule("ScheduleFreeAdamW", _reference.schedule_free_adamw, dict(lr=2.5e-3), 4, 3),
+    # LAMB: moments and norms (p, g, m, v; m, v), then the update (p, m, v; p).
+    Rule("LAMB", _reference.lamb, dict(lr=1e-3), 4, 2, passes=((3, 1),)),
+    # LARS: its norm pass reads p and g again; the roofline counts the update pass
+    # only, so its % of the roofline understates.
+    Rule("LARS", _reference.lars, dict(lr=1.0), 3, 2),
 )

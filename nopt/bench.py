@@ -40,10 +40,18 @@ RMSprop        param, grad, square_avg                   3      2      20
 Rprop          param, grad, prev, step_size              4      3      28
 ASGD           param, grad, ax (*)                       3      2      20
 Adafactor      param, grad, variance; twice (**)         5      3      32
+Lion           param, grad, exp_avg                      3      2      20
+AdaBelief      param, grad, exp_avg, exp_avg_var         4      3      28
+Adan           param, grad, m, diff, n, pre_grad         6      5      44
+ScheduleFree   y, grad, z (SGD); y, grad, z, v (AdamW)  3/4    2/3   20/28
+LAMB (2 pass)  p, g, m, v; m, v | p, m, v; p             7      3      40
+LARS (***)     param, grad, momentum_buffer              3      2      20
 =============  ======================================  =====  ======  ======
 
 (*) ASGD writes ``ax`` without reading it while ``mu == 1``; a written
 stream costs a read too (write-allocate), so it counts as read and written.
+(***) LARS also reads param and grad once more for its norms: its roofline
+counts only the update pass, so its % of the roofline understates.
 (**) Adafactor (a vector: the cases here are 1-D) needs RMS(update) before
 it can update, so it takes two passes: param, grad, variance read and
 variance written, then the three read again and param written: 6 reads and
@@ -175,6 +183,8 @@ def _roofline_peer(spec, case):
         # make_table is part of the step, as it is for nopt (per-array cost).
         ptrs, chunks, n_threads = _plan.make_table(streams)
         roofline.stream(ptrs, chunks, is_double, n_threads, spec.n_read, spec.n_write)
+        for n_read, n_write in spec.passes:
+            roofline.stream(ptrs, chunks, is_double, n_threads, n_read, n_write)
 
     return step, streams
 
@@ -389,7 +399,7 @@ def _has(nopt, name):
 
 def _entry(name, spec, case, n_threads, samples, counts, skipped):
     itemsize = np.dtype(case.dtype).itemsize
-    bytes_per_step = (spec.n_read + spec.n_write) * itemsize * case.n_elements
+    bytes_per_step = spec.streams * itemsize * case.n_elements
     peers = {}
     for peer, s in samples.items():
         med = statistics.median(s)
@@ -408,7 +418,7 @@ def _entry(name, spec, case, n_threads, samples, counts, skipped):
         "dtype": np.dtype(case.dtype).name,
         "flat": case.flat,
         "threads": n_threads,
-        "bytes_per_element": (spec.n_read + spec.n_write) * itemsize,
+        "bytes_per_element": spec.streams * itemsize,
         "bytes_per_step": bytes_per_step,
         "peers": peers,
         "skipped": skipped,

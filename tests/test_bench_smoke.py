@@ -93,7 +93,7 @@ def test_bytes_table_covers_every_rule():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("n_read,n_write", [(2, 1), (3, 2), (4, 3), (5, 4), (5, 5)])
+@pytest.mark.parametrize("n_read,n_write", [(2, 1), (3, 2), (4, 3), (5, 4), (5, 5), (6, 5), (6, 6)])
 def test_roofline_stream_moves_the_streams(dtype, n_read, n_write):
     rng = np.random.default_rng(0)
     streams = [[rng.standard_normal(s).astype(dtype) for s in (70_000, 3, 40_000)] for _ in range(n_read)]

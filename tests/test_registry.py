@@ -59,7 +59,8 @@ def test_registry_rules_match_the_elementwise_records():
 def test_records_filter_by_flag():
     assert [r.name for r in optim_db.records(needs_closure=True)] == ["LBFGS", "CG"]
     assert "ApplyIfFinite" in _exported_optimizers()
-    assert [r.name for r in optim_db.records(wraps_optimizer=True)] == ["ApplyIfFinite"]
+    assert [r.name for r in optim_db.records(wraps_optimizer=True)] == [
+        "ApplyIfFinite", "MultiSteps", "Lookahead"]
     with pytest.raises(TypeError, match="no flag"):
         optim_db.records(banana=True)
 
