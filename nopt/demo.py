@@ -26,7 +26,8 @@ __all__ = ["main", "train", "optimizer_classes", "DemoError"]
 # where the optimizer's own default is too small for that. Optimizers not
 # listed use their constructor's default lr (1e-2 if it has none).
 DEMO_LR = {"SGD": 0.1, "Adam": 1e-2, "AdamW": 1e-2, "Adamax": 2e-2, "NAdam": 1e-2,
-           "RAdam": 1e-2, "Adagrad": 0.1, "ASGD": 0.1, "Rprop": 1e-3, "Adafactor": 0.1}
+           "RAdam": 1e-2, "Adagrad": 0.1, "ASGD": 0.1, "Rprop": 1e-3, "Adafactor": 0.1,
+           "LARS": 0.3, "Lion": 1e-3, "LAMB": 1e-2}
 _FALLBACK_LR = 1e-2
 
 # Optimizers that can never train the demo's dense models, and why.
