@@ -83,10 +83,12 @@ def main(argv=None):
             if done.returncode != 0:
                 raise SystemExit(f"quickstart: FAILED: {command!r} exited {done.returncode}")
 
-        # The commands used the clone's nopt, not some other one.
+        # The commands used the clone's nopt, not some other one. Asked from the
+        # venv's own folder: in ``work`` the clone's folder is named nopt and
+        # would be imported as a namespace package.
         where = subprocess.run(
             [os.path.join(venv, "bin", "python"), "-c", "import nopt; print(nopt.__file__)"],
-            cwd=work, env=env, check=True, capture_output=True, text=True).stdout.strip()
+            cwd=venv, env=env, check=True, capture_output=True, text=True).stdout.strip()
         if not where.startswith(clone + os.sep):
             raise SystemExit(f"quickstart: FAILED: the venv imports nopt from {where}, not the clone")
 
