@@ -6,17 +6,15 @@ Why this is in Cython:
   handlers only between bytecodes, so a run phase written in Python
   (``for f, args in calls: f(*args)``) can raise KeyboardInterrupt between
   two kernels, leaving one group updated and the next not. ``run`` calls
-  the planned kernels (and the stores of scalar state that follow them)
-  back to back from C: no bytecode runs until the whole step is applied,
-  and a pending signal is raised only after ``run`` returns.
-* The stores (``store``, ``store2``) are C loops for the same reason: a
-  Python function would check for pending signals on entry.
+  the planned kernels (and the stores of scalar state that follow them,
+  ``_plan.store``) back to back from C: no bytecode runs until the whole
+  step is applied, and a pending signal is raised only after ``run`` returns.
 * ``find_alias`` sorts a step's arrays by address once, which is cheap
   enough to run whenever a step's arrays change.
 """
 cimport numpy as cnp
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
-from cpython.object cimport PyObject_Call
+from cpython.object cimport PyObject_CallObject
 from cpython.tuple cimport PyTuple_GET_ITEM
 from libc.stdint cimport intptr_t
 from libc.stdlib cimport free, malloc, qsort
@@ -29,31 +27,14 @@ def run(list calls):
     """Call ``function(*args)`` for each ``(function, args)`` pair, from C.
 
     ``args`` must be a tuple and every ``function`` a C function (a kernel,
-    or ``store``/``store2``): then no Python signal handler can run between
-    two calls, and a signal received meanwhile is handled after the last.
+    or ``_plan.store``): then no Python signal handler can run between two
+    calls, and a signal received meanwhile is handled after the last.
     """
     cdef Py_ssize_t k, n = PyList_GET_SIZE(calls)
     cdef tuple pair
     for k in range(n):
         pair = <tuple> PyList_GET_ITEM(calls, k)
-        PyObject_Call(<object> PyTuple_GET_ITEM(pair, 0), <object> PyTuple_GET_ITEM(pair, 1), None)
-
-
-def store(object state, list params, object key, object value):
-    """``state[p][key] = value`` for every ``p`` in ``params`` (a C loop; see ``run``)."""
-    cdef Py_ssize_t k, n = PyList_GET_SIZE(params)
-    for k in range(n):
-        state[<object> PyList_GET_ITEM(params, k)][key] = value
-
-
-def store2(object state, list params, object key1, object value1, object key2, object value2):
-    """``store`` for two keys at once."""
-    cdef Py_ssize_t k, n = PyList_GET_SIZE(params)
-    cdef object d
-    for k in range(n):
-        d = state[<object> PyList_GET_ITEM(params, k)]
-        d[key1] = value1
-        d[key2] = value2
+        PyObject_CallObject(<object> PyTuple_GET_ITEM(pair, 0), <object> PyTuple_GET_ITEM(pair, 1))
 
 
 cdef struct Span:
