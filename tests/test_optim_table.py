@@ -1,6 +1,8 @@
 """Generic tests over every elementwise optimizer in tests/optim_db: torch parity,
 NumPy reference (nopt/_reference.py), thread-count independence, resume, and
 hyperparameter validation (every record)."""
+import functools
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -131,19 +133,31 @@ def test_random_thread_counts_give_identical_bits(data):
     assert results[0] == results[1]
 
 
+@functools.cache
+def _threads_data():
+    """Initial values and 4 steps' gradients for the thread test: drawn once,
+    the same for every optimizer (drawing them took most of the test's time)."""
+    rng = np.random.default_rng(3)
+    shapes = [(300_001,), (5,), (70_000,)]
+    initial = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    grads = [[rng.standard_normal(s).astype(np.float32) for s in shapes] for _ in range(4)]
+    for a in initial + [g for step in grads for g in step]:
+        a.flags.writeable = False
+    return initial, grads
+
+
 @pytest.mark.parametrize("record,options", [c[:2] for c in DENSE], ids=[c[2] for c in DENSE])
 def test_threads_give_identical_bits(record, options):
     """1, 2 and 3 threads give bitwise identical results on arrays large enough to split."""
-    shapes = [(300_001,), (5,), (70_000,)]
+    initial, grads = _threads_data()
     results = []
     for n in (1, 2, 3):
-        rng = np.random.default_rng(3)
-        params = [nopt.Parameter(rng.standard_normal(s).astype(np.float32)) for s in shapes]
+        params = [nopt.Parameter(a.copy()) for a in initial]
         optimizer = record.cls(params, **options)
         with nopt.num_threads(n):
-            for _ in range(4):
-                for p in params:
-                    p.grad = rng.standard_normal(p.shape).astype(np.float32)
+            for step in grads:
+                for p, g in zip(params, step):
+                    p.grad = g.copy()
                 optimizer.step()
         results.append([p.tobytes() for p in params])
     assert results[0] == results[1] == results[2]
