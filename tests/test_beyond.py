@@ -202,9 +202,12 @@ def run_optax(transform, dtype, jax, eval_fn=None):
     x0, noise, curvature = _initial(dtype)
     params = [jnp.asarray(x) for x in x0]
     state = transform.init(params)
+    # Compiled once, as optax is meant to be used: run eagerly, each update
+    # re-traced its control flow (seconds per test).
+    update = jax.jit(transform.update)
     for t in range(STEPS):
         grads = [jnp.asarray(_grad(np.asarray(p), k, t, noise, curvature)) for k, p in enumerate(params)]
-        updates, state = transform.update(grads, state, params)
+        updates, state = update(grads, state, params)
         params = optax.apply_updates(params, updates)
     if eval_fn is not None:
         params = eval_fn(params, state)
