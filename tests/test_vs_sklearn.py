@@ -1,4 +1,6 @@
 """Results a user would trust: nopt's NumPy models against scikit-learn's."""
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -7,6 +9,19 @@ from nopt.demo import train
 from nopt.models import MLP, SoftmaxRegression, load_digits, train_test_split
 
 sklearn = pytest.importorskip("sklearn")
+
+try:
+    from threadpoolctl import threadpool_limits
+except ImportError:  # pragma: no cover
+    threadpool_limits = None
+
+
+@pytest.fixture(autouse=True)
+def _one_blas_thread():
+    """One BLAS thread: on these small matrices BLAS's threads only wait, spinning, for
+    each other, and on a loaded machine that made the L-BFGS comparison 7x-25x slower."""
+    with threadpool_limits(1, user_api="blas") if threadpool_limits else contextlib.nullcontext():
+        yield
 
 
 def test_mlp_matches_sklearn_adam_accuracy():
