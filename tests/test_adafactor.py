@@ -1,5 +1,7 @@
 """Adafactor beyond the generic table: large and multi-tile shapes against torch,
 thread-count independence of the reductions, state layout, mixed dtypes."""
+import functools
+
 import numpy as np
 import pytest
 
@@ -19,11 +21,19 @@ def _problem(dtype, shapes, seed=0):
     return arrays, curvature
 
 
-def _grads(t, params, curvature, dtype):
+@functools.lru_cache(maxsize=1)
+def _noise(t, shapes, dtype):
+    """Step ``t``'s noise, drawn once for both libraries' gradients (read-only)."""
     rng = np.random.default_rng([7, t])
+    noise = [np.asarray(rng.standard_normal(s) * 0.1, dtype=dtype) for s in shapes]
+    for n in noise:
+        n.flags.writeable = False
+    return noise
+
+
+def _grads(t, params, curvature, dtype):
     out = []
-    for p, a in zip(params, curvature):
-        noise = np.asarray(rng.standard_normal(np.shape(p)) * 0.1, dtype=dtype)
+    for p, a, noise in zip(params, curvature, _noise(t, tuple(np.shape(p) for p in params), dtype)):
         g = np.asarray(a * np.asarray(p) + noise, dtype=dtype)
         if t % 13 == 0:
             g = np.zeros_like(g)
