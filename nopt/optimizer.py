@@ -100,30 +100,40 @@ def _lock_of(optimizer):
 
 
 def _with_step_hooks(step):
+    """``step`` with the step hooks around it, and the optimizer's lock around the step alone.
+
+    The hooks run outside the lock, as code before and after ``step()``
+    does (torch has no lock: its hooks are plain calls before and after the
+    step). Under the lock a hook that waits on another thread using this
+    optimizer (``state_dict()`` from a checkpoint thread, or another step)
+    would deadlock; outside it the step itself stays atomic, and the other
+    thread's call runs before or after it.
+    """
     @functools.wraps(step)
     def wrapper(self, *args, **kwargs):
+        # Skip building chains when no hook is registered: this wrapper runs
+        # on every step, and a small model's step is a few microseconds.
+        # (A tuple snapshot: another thread may register a hook meanwhile.)
+        if _global_step_pre_hooks or self._optimizer_step_pre_hooks:
+            for hook in (*_global_step_pre_hooks.values(), *self._optimizer_step_pre_hooks.values()):
+                result = hook(self, args, kwargs)
+                if result is not None:
+                    if isinstance(result, tuple) and len(result) == 2:
+                        args, kwargs = result
+                    else:
+                        raise RuntimeError(
+                            f"{hook} must return None or a tuple of (new_args, new_kwargs), "
+                            f"but got {result}."
+                        )
         # One step at a time per optimizer (see _lock_of).
         lock = self.__dict__.get("_nopt_lock")
         with lock if lock is not None else _lock_of(self):
-            # Skip building chains when no hook is registered: this wrapper runs
-            # on every step, and a small model's step is a few microseconds.
-            if _global_step_pre_hooks or self._optimizer_step_pre_hooks:
-                for hook in chain(_global_step_pre_hooks.values(), self._optimizer_step_pre_hooks.values()):
-                    result = hook(self, args, kwargs)
-                    if result is not None:
-                        if isinstance(result, tuple) and len(result) == 2:
-                            args, kwargs = result
-                        else:
-                            raise RuntimeError(
-                                f"{hook} must return None or a tuple of (new_args, new_kwargs), "
-                                f"but got {result}."
-                            )
             out = step(self, *args, **kwargs)
             self._opt_called = True
-            if self._optimizer_step_post_hooks or _global_step_post_hooks:
-                for hook in chain(self._optimizer_step_post_hooks.values(), _global_step_post_hooks.values()):
-                    hook(self, args, kwargs)
-            return out
+        if self._optimizer_step_post_hooks or _global_step_post_hooks:
+            for hook in (*self._optimizer_step_post_hooks.values(), *_global_step_post_hooks.values()):
+                hook(self, args, kwargs)
+        return out
 
     wrapper._nopt_hooked = True
     return wrapper
