@@ -180,7 +180,6 @@ class Adam(Optimizer):
     """
 
     rule = RULE
-    _option_state = (("amsgrad", "max_exp_avg_sq"),)  # checked at load
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  amsgrad=False, *, maximize=False, decoupled_weight_decay=False):

@@ -1048,29 +1048,31 @@ class Optimizer:
         for hook in self._optimizer_load_state_dict_post_hooks.values():
             hook(self)
 
-    # (option, state key): a group whose ``option`` is on (truthy) needs
-    # ``state key`` in every non-empty state (checked at load).
-    _option_state = ()
-
     def _check_option_state(self, groups, state):
-        """Raise ValueError if a loaded state lacks what its group's options need."""
-        if not self._option_state:
+        """Raise ValueError if a loaded state lacks an array its group's options need.
+
+        Derived from the rule's optional streams (``(key, init, when)`` in the
+        spec): with the switch ``when`` on for a group (Adam's ``amsgrad``,
+        RMSprop's momentum and ``centered``), every non-empty state of the
+        group must hold ``key``.
+        """
+        rule = self.rule
+        if rule is None or all(when is None for _, _, when in rule.state):
             return
-        ids = itertools.count()
+        switch_of = {key: when for key, _, when in rule.state if when is not None}
         for gi, group in enumerate(groups):
-            need = [key for option, key in self._option_state if group.get(option)]
+            need = [key for key in rule.resolve(group)[0] if key in switch_of]
             for pi, p in enumerate(group["params"]):
-                k = next(ids)
                 entry = state.get(p)
                 if not entry:
                     continue
                 lacking = [key for key in need if entry.get(key) is None]
                 if lacking:
-                    on = [o for o, key in self._option_state if key in lacking]
+                    on = sorted({switch_of[key] for key in lacking})
                     raise ValueError(
                         f"loaded state for param_groups[{gi}]['params'][{pi}] lacks "
-                        f"{', '.join(map(repr, lacking))}, which its group's "
-                        f"{', '.join(map(repr, on))} option needs")
+                        f"{', '.join(map(repr, lacking))}, which its group's options need "
+                        f"({', '.join(map(repr, on))} on)")
 
     def _check_group_value(self, group_index, key, value):
         """Type-check a loaded hyperparameter against the default's type."""

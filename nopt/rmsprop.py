@@ -125,7 +125,6 @@ class RMSprop(Optimizer):
     """
 
     rule = RULE
-    _option_state = (("momentum", "momentum_buffer"), ("centered", "grad_avg"))  # checked at load
 
     # torch's signature, positions included: capturable, foreach and differentiable
     # are checked and dropped by the base class (nopt._torch_options).

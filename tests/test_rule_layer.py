@@ -144,3 +144,30 @@ def test_rule_spec_reaches_the_generated_kernel():
         for name in rule.args + rule.python_flags:
             assert name in doc.split("\n")[0]
     assert issubclass(nopt.Adam, Optimizer)
+
+
+def test_option_state_checked_at_load_comes_from_the_spec():
+    """The arrays a group's options need at load are the spec's optional streams
+    (``(key, init, when)``), not a hand-written list per optimizer."""
+    for cls in (nopt.Adam, nopt.RMSprop):
+        assert "_option_state" not in vars(cls)
+    cases = [(nopt.Adam, dict(amsgrad=True), "max_exp_avg_sq", "'amsgrad' on"),
+             (nopt.RMSprop, dict(momentum=0.9), "momentum_buffer", "'use_momentum' on"),
+             (nopt.RMSprop, dict(centered=True), "grad_avg", "'centered' on")]
+    for cls, options, key, flag in cases:
+        p = nopt.Parameter(np.ones(3))
+        p.grad = np.ones(3)
+        opt = cls([p], **options)
+        opt.step()
+        saved = opt.state_dict()
+        del saved["state"][0][key]
+        before = {k: np.array(v, copy=True) for k, v in opt.state[p].items()}
+        with pytest.raises(ValueError, match=rf"param_groups\[0\]\['params'\]\[0\] lacks '{key}'"
+                                             rf".*{flag}"):
+            opt.load_state_dict(saved)
+        assert opt.state[p].keys() == before.keys()
+        # Without the option the array is not needed.
+        plain = cls([nopt.Parameter(np.ones(3))])
+        saved["param_groups"][0].update({k: type(v)(0) if not isinstance(v, bool) else False
+                                         for k, v in options.items()})
+        plain.load_state_dict(saved)
