@@ -106,8 +106,8 @@ class _Objective:
             xh[i] = xi
         return g
 
-    def __call__(self):
-        xk = self.x.view(np.ndarray).copy()
+    def _value_and_gradient(self, xk):
+        """``(f, g)`` at ``xk`` (a copy of the point), ``g`` as ``fun``/``jac`` gave it."""
         f, g = self._f(xk)
         self.njev += 1
         if self.jac is True:
@@ -116,6 +116,10 @@ class _Objective:
             g = self.jac(xk.copy(), *self.args)
         else:
             g = self._finite_difference(xk, f)
+        return f, g
+
+    def __call__(self):
+        f, g = self._value_and_gradient(self.x.view(np.ndarray).copy())
         self.x.grad = self._grad(g)
         return f
 
@@ -125,15 +129,7 @@ class _Objective:
 
     def fg(self, x):
         """``(f, g)`` at the flat array ``x`` (the lean path: no Parameter)."""
-        xk = x.copy()
-        f, g = self._f(xk)
-        self.njev += 1
-        if self.jac is True:
-            pass
-        elif callable(self.jac):
-            g = self.jac(xk.copy(), *self.args)
-        else:
-            g = self._finite_difference(xk, f)
+        f, g = self._value_and_gradient(x.copy())
         return f, self._grad_copy(g)
 
     def _grad_copy(self, g):
