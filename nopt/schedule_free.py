@@ -87,6 +87,20 @@ _DOC_COMMON = r"""
 """
 
 
+# The parameters both rules document alike (spliced in, as torch does).
+_DOC_PARAMETERS = r"""weight_decay : float, default 0
+        :math:`\lambda`, evaluated at :math:`y`.
+    warmup_steps : int, default 0
+        Linear warmup of the learning rate.
+    r : float, default 0
+        Polynomial weighting of the average.
+    weight_lr_power : float, default 2
+        Power of the learning rate in the averaging weight.
+    maximize : bool, default False
+        Maximize the objective instead of minimizing it.
+"""
+
+
 class _ScheduleFree(Optimizer):
     """The shared step, ``train()`` and ``eval()`` of the schedule-free rules."""
 
@@ -185,7 +199,7 @@ def _counters():
 
 
 class ScheduleFreeSGD(_ScheduleFree):
-    r"""Schedule-free SGD, as ``schedulefree.SGDScheduleFree``.
+    __doc__ = r"""Schedule-free SGD, as ``schedulefree.SGDScheduleFree``.
 
     .. math::
         \begin{aligned}
@@ -206,17 +220,7 @@ class ScheduleFreeSGD(_ScheduleFree):
         Learning rate :math:`\gamma`.
     momentum : float, default 0.9
         :math:`\beta`, the interpolation between ``z`` and ``x``, in (0, 1).
-    weight_decay : float, default 0
-        :math:`\lambda`, evaluated at :math:`y`.
-    warmup_steps : int, default 0
-        Linear warmup of the learning rate.
-    r : float, default 0
-        Polynomial weighting of the average.
-    weight_lr_power : float, default 2
-        Power of the learning rate in the averaging weight.
-    maximize : bool, default False
-        Maximize the objective instead of minimizing it.
-
+    """ + _DOC_PARAMETERS + r"""
     Notes
     -----
     Starts in train mode: the package starts in eval mode and requires
@@ -246,7 +250,7 @@ class ScheduleFreeSGD(_ScheduleFree):
 
 
 class ScheduleFreeAdamW(_ScheduleFree):
-    r"""Schedule-free AdamW, as ``schedulefree.AdamWScheduleFree``.
+    __doc__ = r"""Schedule-free AdamW, as ``schedulefree.AdamWScheduleFree``.
 
     .. math::
         \begin{aligned}
@@ -270,17 +274,7 @@ class ScheduleFreeAdamW(_ScheduleFree):
         (decay of the second moment, in [0, 1)).
     eps : float, default 1e-8
         Added to the denominator.
-    weight_decay : float, default 0
-        :math:`\lambda`, evaluated at :math:`y`.
-    warmup_steps : int, default 0
-        Linear warmup of the learning rate.
-    r : float, default 0
-        Polynomial weighting of the average.
-    weight_lr_power : float, default 2
-        Power of the learning rate in the averaging weight.
-    maximize : bool, default False
-        Maximize the objective instead of minimizing it.
-
+    """ + _DOC_PARAMETERS + r"""
     Notes
     -----
     State per parameter: ``z`` and ``exp_avg_sq``. Starts in train mode (see

@@ -181,3 +181,33 @@ def test_asgd_and_rmsprop_take_maximize_by_position_as_torch():
         assert "foreach" not in opt.defaults and "capturable" not in opt.defaults
         opt.step()
         assert (np.asarray(p) > 0).all()   # maximizing: moved along the gradient
+
+
+def test_registry_entries_take_kernel_facts_from_the_rule_spec():
+    """One source of truth: an optimizer with a rule spec states no stream counts in the
+    registry (they come from the spec's streams under the bench's options); only one whose
+    kernel is its own states them."""
+    for name, entry in _registry.RULES.items():
+        spec = getattr(nopt, name).rule
+        assert (entry.reads is None) == (spec is not None), name
+        if spec is not None:
+            assert entry.spec is spec
+            group = entry.spec.resolve(
+                getattr(nopt, name)([nopt.Parameter(np.zeros(1))], **entry.bench_kwargs)
+                .param_groups[0])[0]
+            assert (entry.n_read, entry.n_write) == (2 + len(group), 1 + len(group)), name
+    # The figures the bench has always used (README, Performance).
+    assert [(_registry.RULES[n].n_read, _registry.RULES[n].n_write)
+            for n in ("SGD", "Adam", "Adagrad", "RMSprop", "Rprop", "ASGD")] == [
+        (3, 2), (4, 3), (3, 2), (3, 2), (4, 3), (3, 2)]
+    assert not hasattr(_registry, "Rule"), "one Rule class: nopt._kernels._spec.Rule"
+
+
+def test_records_take_state_keys_and_step_count_from_the_rule_spec():
+    for record in optim_db.RECORDS:
+        spec = getattr(record.cls, "rule", None)
+        if spec is not None:
+            assert record.state_keys == spec.stream_keys, record.name
+            assert record.counts_steps == spec.step, record.name
+    with pytest.raises(ValueError, match="come from its rule spec"):
+        optim_db.OptimRecord(name="Adam", option_sets=[{}], state_keys=("exp_avg",))

@@ -20,7 +20,35 @@ __all__ = ["Rule", "LITERAL_FIELDS", "drive", "render_context"]
 
 # Fields setup.py reads from the source (they must be literals there).
 LITERAL_FIELDS = ("name", "state", "scalar_state", "step", "args", "derived", "flags", "valid",
-                  "ftz", "isa", "body", "doc")
+                  "ftz", "isa", "pieces", "body", "doc")
+
+# Shared opening lines of element bodies: optax's split of a rule into shared
+# pieces and its own math, so each body holds only its rule. A rule names the
+# pieces its body starts with (``pieces=``); each piece needs the streams,
+# args, derived values and flags it lists, and defines the locals it says.
+PIECES = {
+    # The Adam family (Adam, RAdam, NAdam): maximize, decoupled then coupled
+    # weight decay, both moments (the first by torch's two-sided lerp, the
+    # weight's side chosen once a call), stored. Defines g, p, m and v.
+    "adam_moments": (
+        ("grad", "param", "exp_avg", "exp_avg_sq", "sign", "decay", "wd", "w", "w_minus_1",
+         "beta2", "one_minus_beta2", "coupled", "small"),
+        """
+cdef floating g = sign * grad[j]
+cdef floating p = param[j] * decay
+cdef floating m = exp_avg[j]
+cdef floating v = exp_avg_sq[j]
+if coupled:
+    g = g + wd * p
+if small:
+    m = m + w * (g - m)
+else:
+    m = g + w_minus_1 * (g - m)
+v = v * beta2 + one_minus_beta2 * g * g
+exp_avg[j] = m
+exp_avg_sq[j] = v
+"""),
+}
 
 
 class Rule:
@@ -61,6 +89,8 @@ class Rule:
     valid : str, optional
         A Python expression over the flags: combinations for which it is
         false are not compiled, and a flag that is then fixed is not tested.
+    pieces : tuple of str
+        Shared opening lines of the body, from :data:`PIECES`, in order.
     ftz : bool
         Flush subnormals to zero while the kernel runs (False: IEEE mode, as
         Rprop, which only uses signs).
@@ -88,10 +118,12 @@ class Rule:
     """
 
     def __init__(self, name, *, body, args=(), state=(), scalar_state=(), step=True, derived=(),
-                 flags=(), valid=None, ftz=True, isa="default", doc="", scalars=None,
+                 flags=(), valid=None, ftz=True, isa="default", pieces=(), doc="", scalars=None,
                  switches=None, start=None, add_missing=False):
         self.name = name
-        self.body = body
+        self.pieces = tuple(pieces)
+        self.body = "\n".join([_piece(name, p, state, args, derived, flags) for p in self.pieces]
+                              + [body.strip("\n")])
         self.args = tuple(args)
         self.state = tuple(_stream(s) for s in state)
         self.scalar_state = tuple(scalar_state)
@@ -143,6 +175,19 @@ class Rule:
 
     def __repr__(self):
         return f"Rule({self.name!r})"
+
+
+def _piece(rule, name, state, args, derived, flags):
+    """The code of the piece ``name``, after checking the rule gives all it needs."""
+    if name not in PIECES:
+        raise ValueError(f"rule {rule}: unknown piece {name!r} (have {sorted(PIECES)})")
+    needs, code = PIECES[name]
+    have = {"param", "grad", *(_stream(s)[0] for s in state), *args, *(d[0] for d in derived),
+            *(f[0] for f in flags)}
+    missing = [n for n in needs if n not in have]
+    if missing:
+        raise ValueError(f"rule {rule}: piece {name!r} needs {missing}")
+    return code.strip("\n")
 
 
 def _stream(entry):
