@@ -131,7 +131,7 @@ RULES = _rules(
     # writes), the same 32 bytes as 5 read and 3 written streams. Its factored
     # 2-D case is benchmarked by benchmarks/bench_matrix.py.
     Entry("Adafactor", _reference.adafactor, dict(lr=1e-2), 5, 3),
-    # Beyond torch.optim (nopt/_kernels/beyond.pyx; no torch peers).
+    # Beyond torch.optim (nopt/_kernels/beyond.pxi; no torch peers).
     Entry("Lion", _reference.lion, dict(lr=1e-4)),
     Entry("AdaBelief", _reference.adabelief, dict(lr=1e-3)),
     Entry("Adan", _reference.adan, dict(lr=1e-3), 6, 5),

@@ -9,7 +9,7 @@ from . import _beyond
 from ._kernels import _plan as _plan_module
 from ._kernels import rules as _rules
 from ._kernels._spec import Rule
-from ._kernels.beyond import set_items
+from ._kernels.helpers import set_items
 from ._kernels.helpers import EMA, average
 from .optimizer import Optimizer
 
