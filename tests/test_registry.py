@@ -14,7 +14,7 @@ import optim_db
 from nopt import _reference, _registry
 
 _HOW = ("add an OptimRecord for it to tests/optim_db/ (a module there with RECORDS = [...]); "
-        "for an elementwise rule also add its Rule to nopt/_registry.py and its NumPy reference to "
+        "for an elementwise rule also add its Entry to nopt/_registry.py and its NumPy reference to "
         "nopt/_reference.py (README: Development, adding an optimizer)")
 
 
