@@ -206,29 +206,26 @@ class ClosureOptimizer(Optimizer):
         """Validate a group's hyperparameters as the constructor does; return them normalised."""
         raise NotImplementedError
 
-    def load_state_dict(self, state_dict):
-        """Load a state dict, checking options and history exactly as the constructor would.
+    def _check_loaded(self, groups, state):
+        """Check a loaded state dict exactly as the constructor would (see Optimizer.load_state_dict).
 
-        The group's hyperparameters go through the constructor's checks and
-        the state through :func:`check_state`; on any error nothing changes.
+        The group's hyperparameters go through the constructor's checks (and
+        are normalised in place) and the state through :func:`check_state`,
+        before anything changes: on any error the optimizer is unchanged and
+        no post-load hook runs.
         """
-        before = (self.param_groups, self.state)
-        super().load_state_dict(state_dict)
+        if len(groups) != 1:
+            raise ValueError(self._group_error)
+        group = groups[0]
         try:
-            if len(self.param_groups) != 1:
-                raise ValueError(self._group_error)
-            group = self.param_groups[0]
             checked = self._check_options({k: v for k, v in group.items() if k != "params"})
-            flat = FlatParams(group["params"])
-            state = self.state.get(flat.params[0])
-            if state:
-                check_state(state, flat, self._state_spec, self._state_required)
-            group.update(checked)
-        except (TypeError, ValueError, KeyError) as exc:
-            self.param_groups, self.state = before
-            if isinstance(exc, KeyError):
-                raise ValueError(f"loaded param_groups[0] has no {exc} option") from None
-            raise
+        except KeyError as exc:
+            raise ValueError(f"loaded param_groups[0] has no {exc} option") from None
+        flat = FlatParams(group["params"])
+        entry = state.get(flat.params[0])
+        if entry:
+            check_state(entry, flat, self._state_spec, self._state_required)
+        group.update(checked)
 
     def step(self, closure=None):
         """Run up to ``max_iter`` iterations; return the closure's first loss.

@@ -1041,12 +1041,21 @@ class Optimizer:
                         f"{type(self).__name__} state needs {', '.join(self._required_state)}"
                     )
 
-        self._check_option_state(new_groups, new_state)
+        self._check_loaded(new_groups, new_state)
         self._flatten_state(new_groups, new_state)
         self.param_groups = new_groups
         self.state = new_state
         for hook in self._optimizer_load_state_dict_post_hooks.values():
             hook(self)
+
+    def _check_loaded(self, groups, state):
+        """The last checks of a load, on the new groups and state, before anything changes.
+
+        Raise TypeError/ValueError to refuse the state dict (the optimizer is
+        then unchanged and no post-load hook runs); a subclass may normalise
+        the groups in place. By default: :meth:`_check_option_state`.
+        """
+        self._check_option_state(groups, state)
 
     def _check_option_state(self, groups, state):
         """Raise ValueError if a loaded state lacks an array its group's options need.
