@@ -171,3 +171,20 @@ def test_option_state_checked_at_load_comes_from_the_spec():
         saved["param_groups"][0].update({k: type(v)(0) if not isinstance(v, bool) else False
                                          for k, v in options.items()})
         plain.load_state_dict(saved)
+
+
+def test_spec_pieces_are_checked_and_prepended():
+    """A shared piece (nopt/_kernels/_spec.py PIECES) opens the body; a rule lacking
+    what the piece reads, or naming an unknown piece, fails when the spec is made
+    (so at build time, in setup.py), not in the C compiler."""
+    from nopt._kernels._spec import PIECES, Rule
+
+    for cls in (nopt.Adam, nopt.RAdam, nopt.NAdam):
+        assert cls.rule.pieces == ("adam_moments",)
+        assert cls.rule.body.startswith(PIECES["adam_moments"][1].strip("\n"))
+    with pytest.raises(ValueError, match="unknown piece 'nope'"):
+        Rule("x", body="pass", pieces=("nope",))
+    with pytest.raises(ValueError, match=r"piece 'adam_moments' needs \[.*'decay'"):
+        Rule("x", body="pass", pieces=("adam_moments",), state=("exp_avg", "exp_avg_sq"),
+             args=("sign", "wd", "w", "beta2", "one_minus_beta2"),
+             derived=(("w_minus_1", "w_t - 1"),), flags=(("coupled", "wd != 0"), ("small", "1")))
