@@ -24,18 +24,12 @@ RULE_SGD = Rule(
     step=False,
     args=("sign", "wd", "ckp1", "y_coef", "neg_lr"),
     flags=(("decay", "wd != 0"), ("small", "fabs_(ckp1_t) < 0.5")),
+    pieces=("schedule_free_step",),
     body="""
 cdef floating g = sign * grad[j]
 cdef floating y = param[j]
 cdef floating zj = z[j]
-if decay:
-    g = g + wd * y
-if small:
-    y = y + ckp1 * (zj - y)
-else:
-    y = zj + (ckp1 - 1) * (zj - y)
-param[j] = y + y_coef * g
-z[j] = zj + neg_lr * g
+# piece schedule_free_step
 """,
     doc="""One schedule-free SGD step over (y, grad, z) rows (releases the GIL).
 
@@ -50,6 +44,7 @@ RULE_ADAMW = Rule(
     step=False,
     args=("sign", "wd", "ckp1", "y_coef", "neg_lr", "beta2", "omb2", "bc2", "eps"),
     flags=(("decay", "wd != 0"), ("small", "fabs_(ckp1_t) < 0.5")),
+    pieces=("schedule_free_step",),
     body="""
 cdef floating g = sign * grad[j]
 cdef floating y = param[j]
@@ -57,14 +52,7 @@ cdef floating zj = z[j]
 cdef floating v = exp_avg_sq[j] * beta2 + omb2 * g * g
 exp_avg_sq[j] = v
 g = g / (fsqrt(v / bc2) + eps)
-if decay:
-    g = g + wd * y
-if small:
-    y = y + ckp1 * (zj - y)
-else:
-    y = zj + (ckp1 - 1) * (zj - y)
-param[j] = y + y_coef * g
-z[j] = zj + neg_lr * g
+# piece schedule_free_step
 """,
     doc="""One schedule-free AdamW step over (y, grad, z, exp_avg_sq) rows (releases the GIL).
 

@@ -182,6 +182,15 @@ def test_spec_pieces_are_checked_and_prepended():
     for cls in (nopt.Adam, nopt.RAdam, nopt.NAdam):
         assert cls.rule.pieces == ("adam_moments",)
         assert cls.rule.body.startswith(PIECES["adam_moments"][1].strip("\n"))
+    # Placed where the body says: the schedule-free rules end with their shared step.
+    from nopt import schedule_free
+
+    step = PIECES["schedule_free_step"][1].strip("\n")
+    for spec in (schedule_free.RULE_SGD, schedule_free.RULE_ADAMW):
+        assert spec.body.endswith(step) and "# piece" not in spec.body
+    assert "fsqrt(v / bc2)" in schedule_free.RULE_ADAMW.body.split(step)[0]
+    with pytest.raises(ValueError, match="places piece 'schedule_free_step', which pieces="):
+        Rule("x", body="# piece schedule_free_step")
     with pytest.raises(ValueError, match="unknown piece 'nope'"):
         Rule("x", body="pass", pieces=("nope",))
     with pytest.raises(ValueError, match=r"piece 'adam_moments' needs \[.*'decay'"):
