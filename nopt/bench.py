@@ -88,7 +88,7 @@ from ._registry import RULES
 __all__ = ["OPTIMIZERS", "BYTES", "DEFAULT_CASES", "QUICK_CASES", "Case", "parse_case", "run", "main"]
 
 
-# name -> nopt._registry.Rule: every optimizer the bench knows (kwargs, streams, NumPy peer).
+# name -> nopt._registry.Entry: every optimizer the bench knows (kwargs, streams, NumPy peer).
 OPTIMIZERS = RULES
 
 # Bytes per float32 element of each optimizer's step (float64: twice).

@@ -11,7 +11,7 @@ import numbers
 import numpy as np
 
 from ._kernels import _plan
-from ._kernels.beyond import accumulate, lookahead_sync
+from ._kernels.helpers import accumulate, lookahead_sync
 from .optimizer import Optimizer
 
 __all__ = ["MultiSteps", "Lookahead"]
