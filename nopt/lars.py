@@ -86,8 +86,9 @@ class LARS(Optimizer):
         group = batch.group
         (buffers,) = _beyond.state_arrays(self, batch, _KEYS, undo)
         sign = -1.0 if group["maximize"] else 1.0
-        ptrs, chunks, rows, n_threads = _beyond.segmented_table(
-            self, [batch.params, batch.grads, buffers], batch.group_index)
-        calls.append((_lars_kernel, (ptrs, chunks, rows, batch.is_double, n_threads, sign,
+        ptrs, chunks, rows, partials, scale, n_threads = _beyond.segmented_table(
+            self, [batch.params, batch.grads, buffers], (batch.group_index, batch.is_double))
+        calls.append((_lars_kernel, (ptrs, chunks, rows, partials, scale, batch.is_double,
+                                     n_threads, sign,
                                      group["lr"], group["momentum"], group["weight_decay"],
                                      group["trust_coefficient"], group["eps"], group["nesterov"])))

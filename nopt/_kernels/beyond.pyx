@@ -106,6 +106,86 @@ cdef extern from *:
     NOPT_PRODIGY_LOOP(float)
     NOPT_PRODIGY_LOOP(double)
 
+    /* LARS's norm pass over one chunk: the sums of p*p and of g*g, in one
+       loop over both streams, in a fixed order (the same bits on any thread
+       count). float32: the squares are summed in float in 32 lanes over
+       blocks of 4096 elements (128 per lane: a vector loop at memory speed,
+       as accurate as NumPy's float32 sum), and the blocks' sums in double. A
+       block whose float sum is not in [2^-60, 2^100] (a square may have
+       underflowed, flushed to zero, or overflowed) is summed again in
+       double: slower, but only for such data, and the same for any threads.
+       float64: 16 lanes in double. */
+    #if defined(__GNUC__) || defined(__clang__)
+    #define NOPT_BEYOND_INLINE static inline __attribute__((always_inline))
+    #else
+    #define NOPT_BEYOND_INLINE static inline
+    #endif
+    #define NOPT_LARS_BLOCK 4096
+    NOPT_BEYOND_INLINE void nopt_lars_norms_float(const float *restrict p, const float *restrict g,
+                                                  ptrdiff_t n, double *out_p, double *out_g) {
+        double dp = 0, dg = 0;
+        ptrdiff_t j = 0;
+        while (j < n) {
+            ptrdiff_t start = j, stop = n - j > NOPT_LARS_BLOCK ? j + NOPT_LARS_BLOCK : n;
+            ptrdiff_t m = stop - (stop - j) % 32;
+            float sp[32] = {0}, sg[32] = {0};
+            for (; j < m; j += 32)
+                for (int i = 0; i < 32; i++) {
+                    float x = p[j + i], y = g[j + i];
+                    sp[i] += x * x;
+                    sg[i] += y * y;
+                }
+            for (; j < stop; j++) { sp[0] += p[j] * p[j]; sg[0] += g[j] * g[j]; }
+            for (int w = 16; w > 0; w /= 2)
+                for (int i = 0; i < w; i++) { sp[i] += sp[i + w]; sg[i] += sg[i + w]; }
+            double bp = sp[0], bg = sg[0];
+            if (!(bp >= 0x1p-60 && bp <= 0x1p100)) {
+                bp = 0;
+                for (ptrdiff_t k = start; k < stop; k++) bp += (double) p[k] * (double) p[k];
+            }
+            if (!(bg >= 0x1p-60 && bg <= 0x1p100)) {
+                bg = 0;
+                for (ptrdiff_t k = start; k < stop; k++) bg += (double) g[k] * (double) g[k];
+            }
+            dp += bp;
+            dg += bg;
+        }
+        *out_p = dp;
+        *out_g = dg;
+    }
+    NOPT_BEYOND_INLINE void nopt_lars_norms_double(const double *restrict p, const double *restrict g,
+                                                   ptrdiff_t n, double *out_p, double *out_g) {
+        double sp[16] = {0}, sg[16] = {0};
+        ptrdiff_t j, m = n - n % 16;
+        for (j = 0; j < m; j += 16)
+            for (int i = 0; i < 16; i++) {
+                double x = p[j + i], y = g[j + i];
+                sp[i] += x * x;
+                sg[i] += y * y;
+            }
+        for (j = m; j < n; j++) { sp[0] += p[j] * p[j]; sg[0] += g[j] * g[j]; }
+        for (int w = 8; w > 0; w /= 2)
+            for (int i = 0; i < w; i++) { sp[i] += sp[i + w]; sg[i] += sg[i + w]; }
+        *out_p = sp[0];
+        *out_g = sg[0];
+    }
+
+    /* LARS's update over one chunk, with the parameter's scale = lr * trust. */
+    #define NOPT_LARS_LOOP(T)                                                          \
+    NOPT_BEYOND_INLINE void nopt_lars_update_##T(                                      \
+        T *restrict param, const T *restrict grad, T *restrict buf, ptrdiff_t n,       \
+        T sign, T wd, T momentum, T scale, int nesterov) {                             \
+        for (ptrdiff_t j = 0; j < n; j++) {                                            \
+            T p = param[j];                                                            \
+            T d = sign * grad[j] + wd * p;                                             \
+            T b = momentum * buf[j] + scale * d;                                       \
+            buf[j] = b;                                                                \
+            param[j] = nesterov ? p - (scale * d + momentum * b) : p - b;              \
+        }                                                                              \
+    }
+    NOPT_LARS_LOOP(float)
+    NOPT_LARS_LOOP(double)
+
     /* Sums in double of x, x*x or |x| over n elements, in a fixed order (32
        accumulators, element j into accumulator j % 32, combined pairwise):
        the same bits for the same input on any thread count. The inner
@@ -150,6 +230,16 @@ cdef extern from *:
                                      Py_ssize_t n, double wd, double beta1, double a_m,
                                      double beta2, double a_v, double beta3, double a_s,
                                      int coupled, int has_m) nogil
+    void nopt_lars_norms_float(const float* p, const float* g, Py_ssize_t n, double* out_p,
+                               double* out_g) nogil
+    void nopt_lars_norms_double(const double* p, const double* g, Py_ssize_t n, double* out_p,
+                                double* out_g) nogil
+    void nopt_lars_update_float(float* param, const float* grad, float* buf, Py_ssize_t n,
+                                float sign, float wd, float momentum, float scale,
+                                int nesterov) nogil
+    void nopt_lars_update_double(double* param, const double* grad, double* buf, Py_ssize_t n,
+                                 double sign, double wd, double momentum, double scale,
+                                 int nesterov) nogil
     double nopt_sum_float(const float* a, Py_ssize_t n) nogil
     double nopt_sum_double(const double* a, Py_ssize_t n) nogil
     double nopt_sum_sq_float(const float* a, Py_ssize_t n) nogil
@@ -175,14 +265,23 @@ cdef inline double _sum8(const floating* a, Py_ssize_t n, bint square, bint abso
         return nopt_sum_double(a, n)
 
 
+cdef _check_work(Py_ssize_t n_chunks, Py_ssize_t n_rows, double[::1] partials,
+                 double[::1] scale):
+    if partials.shape[0] < 2 * n_chunks or scale.shape[0] < n_rows:
+        raise ValueError("the work space is smaller than the table (see segment_table)")
+
+
 def segment_table(const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, sizes,
                   Py_ssize_t itemsize, Py_ssize_t chunk):
     """Split a ``make_table`` table (whose rows may merge adjacent arrays) into one row per array.
 
     ``sizes`` lists the nonzero sizes of the arrays in table order. Returns
-    ``(ptrs, chunks, rows)``: one row per array, chunks of at most ``chunk``
-    elements that never cross an array, and ``rows[k]`` = the chunk range
-    ``(first, stop)`` of array ``k``. For the per-parameter reductions.
+    ``(ptrs, chunks, rows, partials, scale)``: one row per array, chunks of
+    at most ``chunk`` elements that never cross an array, ``rows[k]`` = the
+    chunk range ``(first, stop)`` of array ``k``, and the work space of the
+    per-parameter reductions (LAMB, LARS): ``partials``, two doubles per
+    chunk, and ``scale``, one per row, cached with the table so that a step
+    allocates nothing.
     """
     cdef Py_ssize_t n_rows = ptrs.shape[0], n_streams = ptrs.shape[1]
     cdef Py_ssize_t n = len(sizes), k, s, r = 0, offset = 0, c = 0, start, size
@@ -222,7 +321,8 @@ def segment_table(const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, si
             offset = 0
     if r != n_rows:
         raise ValueError("segment_table: sizes do not match the table")
-    return out_ptrs, out_chunks, rows
+    return (out_ptrs, out_chunks, rows, np.empty(2 * n_chunks, dtype=np.float64),
+            np.empty(n, dtype=np.float64))
 
 
 # ---------------------------------------------------------------- Adan
@@ -444,22 +544,19 @@ cdef void _lamb(
 
 
 def lamb(const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks,
-         const intptr_t[:, ::1] rows, bint is_double, int n_threads, double sign, double beta1,
-         double beta2, double c1, double inv_bc2_sqrt, double eps, double weight_decay,
-         double neg_lr):
+         const intptr_t[:, ::1] rows, double[::1] partials, double[::1] scale, bint is_double,
+         int n_threads, double sign, double beta1, double beta2, double c1, double inv_bc2_sqrt,
+         double eps, double weight_decay, double neg_lr):
     """One LAMB step over (param, grad, exp_avg, exp_avg_sq) rows, one row per parameter.
 
-    ``rows`` comes from :func:`segment_table`. ``c1`` is
-    ``1/(1 - beta1**t)``, ``inv_bc2_sqrt`` is ``1/sqrt(1 - beta2**t)`` and
-    ``neg_lr`` is ``-lr``. Releases the GIL.
+    ``rows``, ``partials`` and ``scale`` come from :func:`segment_table`.
+    ``c1`` is ``1/(1 - beta1**t)``, ``inv_bc2_sqrt`` is
+    ``1/sqrt(1 - beta2**t)`` and ``neg_lr`` is ``-lr``. Releases the GIL.
     """
     cdef Py_ssize_t n_chunks = chunks.shape[0]
     if n_chunks == 0:
         return
-    partials_arr = np.empty(2 * n_chunks, dtype=np.float64)
-    scale_arr = np.empty(rows.shape[0], dtype=np.float64)
-    cdef double[::1] partials = partials_arr
-    cdef double[::1] scale = scale_arr
+    _check_work(n_chunks, rows.shape[0], partials, scale)
     with nogil:
         if is_double:
             _lamb(<double*> NULL, ptrs, chunks, rows, n_threads, &partials[0], &scale[0], sign,
@@ -471,32 +568,24 @@ def lamb(const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks,
 
 # ---------------------------------------------------------------- LARS
 # ptrs[a] = (param, grad, momentum_buffer), one row per parameter.
-# Pass 1 (per chunk): partial sums of p*p and g*g. Then per parameter:
-# scale = lr * trust, trust = coef*|p| / (|g| + wd*|p| + eps) (1 if either
-# norm is 0). Pass 2: d = g + wd*p, b = momentum*b + scale*d,
-# p = p - b (or, Nesterov, p = p - (scale*d + momentum*b)).
+# Pass 1 (per chunk): partial sums of p*p and g*g (one loop over both; see
+# nopt_lars_norms above). Then per parameter: scale = lr * trust, trust =
+# coef*|p| / (|g| + wd*|p| + eps) (1 if either norm is 0). Pass 2: d = g +
+# wd*p, b = momentum*b + scale*d, p = p - b (or, Nesterov, p = p - (scale*d +
+# momentum*b)). Two passes over memory, the least LARS allows beyond the
+# caches: a parameter's norms are complete only after its last element.
 cdef nopt_dispatched _lars_task1(
-    floating* tag, const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, Py_ssize_t c, double* partials,
+    floating* tag, const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, Py_ssize_t c,
+    double* partials,
 ) noexcept nogil:
     cdef Py_ssize_t a = chunks[c, 0], start = chunks[c, 1], n = chunks[c, 2] - start
-    partials[2 * c] = _sum8(<const floating*> ptrs[a, 0] + start, n, True, False)
-    partials[2 * c + 1] = _sum8(<const floating*> ptrs[a, 1] + start, n, True, False)
-
-
-cdef inline void _lars_loop(
-    floating* param, const floating* grad, floating* buf, Py_ssize_t n, floating sign,
-    floating wd, floating momentum, floating scale, bint nesterov,
-) noexcept nogil:
-    cdef Py_ssize_t j
-    cdef floating d, b
-    for j in range(n):
-        d = sign * grad[j] + wd * param[j]
-        b = momentum * buf[j] + scale * d
-        buf[j] = b
-        if nesterov:
-            param[j] = param[j] - (scale * d + momentum * b)
-        else:
-            param[j] = param[j] - b
+    if floating is float:
+        nopt_lars_norms_float(<const float*> ptrs[a, 0] + start, <const float*> ptrs[a, 1] + start,
+                              n, &partials[2 * c], &partials[2 * c + 1])
+    else:
+        nopt_lars_norms_double(<const double*> ptrs[a, 0] + start,
+                               <const double*> ptrs[a, 1] + start, n, &partials[2 * c],
+                               &partials[2 * c + 1])
 
 
 cdef nopt_dispatched _lars_task2(
@@ -507,10 +596,17 @@ cdef nopt_dispatched _lars_task2(
     cdef floating* p = <floating*> ptrs[a, 0] + start
     cdef const floating* g = <const floating*> ptrs[a, 1] + start
     cdef floating* b = <floating*> ptrs[a, 2] + start
-    if nesterov:
-        _lars_loop(p, g, b, n, sign, wd, momentum, <floating> scale[a], True)
+    # Literal flags: each call inlines to its own branch-free vector loop.
+    if floating is float:
+        if nesterov:
+            nopt_lars_update_float(p, g, b, n, sign, wd, momentum, <float> scale[a], 1)
+        else:
+            nopt_lars_update_float(p, g, b, n, sign, wd, momentum, <float> scale[a], 0)
     else:
-        _lars_loop(p, g, b, n, sign, wd, momentum, <floating> scale[a], False)
+        if nesterov:
+            nopt_lars_update_double(p, g, b, n, sign, wd, momentum, scale[a], 1)
+        else:
+            nopt_lars_update_double(p, g, b, n, sign, wd, momentum, scale[a], 0)
 
 
 cdef void _lars(
@@ -525,20 +621,19 @@ cdef void _lars(
         fp = nopt_ftz_enter()
         for c in range(n_chunks):
             _lars_task1(tag, ptrs, chunks, c, partials)
-        nopt_ftz_exit(fp)
-    else:
-        with parallel(num_threads=n_threads):
-            fp = nopt_ftz_enter()
-            for c in prange(n_chunks, schedule="static"):
-                _lars_task1(tag, ptrs, chunks, c, partials)
-            nopt_ftz_exit(fp)
-    _trust(rows, partials, scale, lr, coef, wd, eps, True)
-    if n_threads <= 1:
-        fp = nopt_ftz_enter()
+        _trust(rows, partials, scale, lr, coef, wd, eps, True)
         for c in range(n_chunks):
             _lars_task2(ptrs, chunks, c, scale, s_t, w_t, m_t, nesterov)
         nopt_ftz_exit(fp)
         return
+    # The trust ratios, between the two passes, in the caller's thread (the
+    # chunk table, hence every partial sum, is the same for any thread count).
+    with parallel(num_threads=n_threads):
+        fp = nopt_ftz_enter()
+        for c in prange(n_chunks, schedule="static"):
+            _lars_task1(tag, ptrs, chunks, c, partials)
+        nopt_ftz_exit(fp)
+    _trust(rows, partials, scale, lr, coef, wd, eps, True)
     with parallel(num_threads=n_threads):
         fp = nopt_ftz_enter()
         for c in prange(n_chunks, schedule="static"):
@@ -547,20 +642,18 @@ cdef void _lars(
 
 
 def lars(const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks,
-         const intptr_t[:, ::1] rows, bint is_double, int n_threads, double sign, double lr,
-         double momentum, double weight_decay, double trust_coefficient, double eps,
-         bint nesterov):
+         const intptr_t[:, ::1] rows, double[::1] partials, double[::1] scale, bint is_double,
+         int n_threads, double sign, double lr, double momentum, double weight_decay,
+         double trust_coefficient, double eps, bint nesterov):
     """One LARS step over (param, grad, momentum_buffer) rows, one row per parameter.
 
-    ``rows`` comes from :func:`segment_table`. Releases the GIL.
+    ``rows``, and the work space ``partials`` (two doubles per chunk) and
+    ``scale`` (one per row), come from :func:`segment_table`. Releases the GIL.
     """
     cdef Py_ssize_t n_chunks = chunks.shape[0]
     if n_chunks == 0:
         return
-    partials_arr = np.empty(2 * n_chunks, dtype=np.float64)
-    scale_arr = np.empty(rows.shape[0], dtype=np.float64)
-    cdef double[::1] partials = partials_arr
-    cdef double[::1] scale = scale_arr
+    _check_work(n_chunks, rows.shape[0], partials, scale)
     with nogil:
         if is_double:
             _lars(<double*> NULL, ptrs, chunks, rows, n_threads, &partials[0], &scale[0], sign,
@@ -654,18 +747,20 @@ cdef void _prodigy1(
         nopt_ftz_exit(fp)
 
 
-def prodigy_moments(const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, bint is_double,
-                    int n_threads, double weight_decay, double beta1, double a_m, double beta2,
-                    double a_v, double beta3, double a_s, bint has_exp_avg):
+def prodigy_moments(const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks,
+                    double[::1] partials, bint is_double, int n_threads, double weight_decay,
+                    double beta1, double a_m, double beta2, double a_v, double beta3, double a_s,
+                    bint has_exp_avg):
     """Prodigy's first pass (see above); returns ``(dot, abs_sum)``, summed in chunk order.
 
-    ``weight_decay`` is the coupled L2 term (0 when decoupled). Releases the GIL.
+    ``partials`` is the work space, two doubles per chunk; ``weight_decay``
+    is the coupled L2 term (0 when decoupled). Releases the GIL.
     """
     cdef Py_ssize_t c, n_chunks = chunks.shape[0]
     if n_chunks == 0:
         return 0.0, 0.0
-    partials_arr = np.empty(2 * n_chunks, dtype=np.float64)
-    cdef double[::1] partials = partials_arr
+    if partials.shape[0] < 2 * n_chunks:
+        raise ValueError("the work space is smaller than the table")
     cdef double dot = 0, abs_sum = 0
     with nogil:
         if is_double:
@@ -774,3 +869,60 @@ def set_items(dict target, tuple keys, tuple values):
         raise ValueError("set_items: as many keys as values")
     for k in range(len(keys)):
         target[keys[k]] = values[k]
+
+
+def prodigy_run(object state, list groups, tuple scalars, list parts, object update):
+    """Prodigy's run phase: every batch's first pass, the new d, then every batch's update.
+
+    Called by ``_safety.run`` as the step's one planned call (nopt/prodigy.py
+    plans it), so no Python signal handler runs until the whole step is
+    applied: d is global, so a step cannot be split into independent
+    kernel calls per batch as other rules' are. Everything that can fail was
+    checked when planning.
+
+    ``scalars`` is ``(d, dlr, beta3, d_numerator, d_max, d_coef,
+    growth_rate, last_d0, lr, has_exp_avg)``; each of ``parts`` is
+    ``(moments, coef, params, old_steps, ptrs, chunks, is_double, n_threads,
+    coupled_wd, neg_wd, eps)``: the first-pass call's arguments (None for a
+    group with lr 0), the weight of its dot product in the numerator, the
+    batch's parameters and the step counts they held before this step, and
+    the update's table and scalars. ``update`` is the rule kernel
+    ``rules.prodigy_update``.
+    """
+    cdef double d, dlr, beta3, d_max, d_coef, growth, last_d0, lr
+    cdef double numerator = 0, denominator = 0, dot, abs_sum, d_hat, global_numerator
+    cdef Py_ssize_t k
+    cdef bint has_exp_avg
+    cdef tuple part
+    d, dlr, beta3, global_numerator, d_max, d_coef, growth, last_d0, lr, has_exp_avg = scalars
+    for part in parts:
+        if part[0] is not None:
+            dot, abs_sum = prodigy_moments(*part[0])
+            numerator = numerator + <double> part[1] * dot
+            denominator = denominator + abs_sum
+    if denominator == 0:
+        # As the package: no update, and neither the step nor k is counted.
+        for part in parts:
+            params, olds = part[2], part[3]
+            for k in range(len(params) - 1, -1, -1):
+                state[params[k]]["step"] = olds[k]
+        return
+    d_hat = d
+    global_numerator = global_numerator * beta3 + numerator
+    if lr > 0.0:
+        d_hat = d_coef * global_numerator / denominator
+        if d == last_d0:
+            d = max(d, d_hat)
+        d_max = max(d_max, d_hat)
+        d = min(d_max, d * growth)
+    for group in groups:
+        group["d_numerator"] = global_numerator
+        group["d_denom"] = denominator
+        group["d"] = d
+        group["d_max"] = d_max
+        group["d_hat"] = d_hat
+    for part in parts:
+        update(part[4], part[5], part[6], part[7], part[8], part[9],
+               -dlr if has_exp_avg else -dlr * d, d * <double> part[10], has_exp_avg)
+    for group in groups:
+        group["k"] = group["k"] + 1
