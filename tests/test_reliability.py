@@ -548,3 +548,54 @@ def test_prodigy_zero_gradient_step_is_not_counted():
     p.grad = np.ones(10)
     opt.step()
     assert opt.state[p]["step"] == 1.0 and opt.param_groups[0]["k"] == 1
+
+
+# The combinators' own changes run in the wrapped step's run phase.
+def _wrapped_twins(wrap, sizes, seed=0):
+    made = []
+    for _ in range(2):
+        rng = np.random.default_rng(seed)
+        params = [nopt.Parameter(rng.standard_normal(n)) for n in sizes]
+        for p in params:
+            p.grad = rng.standard_normal(p.shape)
+        made.append((params, wrap(nopt.Adam([{"params": [p]} for p in params]))))
+    return made
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="needs signal.pthread_kill")
+@pytest.mark.parametrize("wrap, counter", [
+    (lambda opt: nopt.MultiSteps(opt, every_k=2), "mini_step"),
+    (lambda opt: nopt.Lookahead(opt, k=2, alpha=0.5), "fast_steps"),
+], ids=["MultiSteps", "Lookahead"])
+def test_ctrl_c_during_a_wrapped_step_applies_all_or_nothing(wrap, counter):
+    """SIGINT during the step that ends a MultiSteps cycle (the mean gradient, Adam's
+    step, the reset) or a Lookahead period (Adam's step, the synchronisation, the
+    counter): the wrapper and the wrapped optimizer agree with an uninterrupted twin."""
+    (params, opt), (twin_params, twin) = _wrapped_twins(wrap, [3_000_000, 1000])
+    opt.step()
+    twin.step()
+    twin.step()
+    interrupted = _interrupt_during_step(opt, params[0])
+    assert interrupted
+    _same_state(opt.optimizer, twin.optimizer, params, twin_params)
+    assert getattr(opt, counter) == getattr(twin, counter) == 0
+    if isinstance(opt, nopt.Lookahead):
+        for p, q in zip(params, twin_params):
+            np.testing.assert_array_equal(opt.slow_weights()[p], twin.slow_weights()[q])
+    else:
+        assert opt.last_step_applied and not opt._seen
+
+
+def test_multi_steps_failed_step_changes_nothing():
+    """A wrapped step that fails when planned leaves the accumulators and counters as they were."""
+    p = nopt.Parameter(np.ones(10))
+    p.grad = np.full(10, 0.5)
+    opt = nopt.MultiSteps(nopt.Adam([p]), every_k=2)
+    opt.step()
+    acc = np.array(opt._accumulators[p])
+    opt.optimizer.state[p]["exp_avg"] = np.zeros(10)    # incomplete: refused when planned
+    with pytest.raises(ValueError, match=r"param_groups\[0\]\['params'\]\[0\] has no"):
+        opt.step()
+    np.testing.assert_array_equal(opt._accumulators[p], acc)
+    np.testing.assert_array_equal(p, np.ones(10))
+    assert opt.mini_step == 1 and opt._seen == {p}
