@@ -14,7 +14,7 @@ import numbers
 import numpy as np
 
 from ._kernels._plan import CHUNK
-from ._kernels.beyond import segment_table
+from ._kernels.helpers import segment_table
 from .optimizer import Optimizer
 
 

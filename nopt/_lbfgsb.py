@@ -23,7 +23,7 @@ The model is the compact form :math:`B = \\theta I - W M W^\\top`, with
 :class:`History` keeps :math:`S` and :math:`Y` as rows of one buffer and
 their Gram matrices up to date, so one iteration costs :math:`O(mn)`; the
 memory update and the unconstrained direction are one Cython call each
-(``nopt/_kernels/lbfgsb.pyx``), so a small problem pays about scipy's
+(``nopt/_kernels/lbfgsb.pxi``), so a small problem pays about scipy's
 per-call overhead.
 
 Everything the iteration touches goes through a *space* (``_linesearch``):
@@ -45,7 +45,7 @@ import math
 import numpy as np
 from scipy.linalg.lapack import dgesv as _gesv
 
-from ._kernels import lbfgsb as _kernels
+from ._kernels import helpers as _kernels
 from ._linesearch import stop_reason
 
 # MINPACK's line search as scipy (>= 1.11, pyproject's floor) ports it; scipy's own

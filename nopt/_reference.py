@@ -351,7 +351,7 @@ def sparse_adam(param, grad, state, group):
 
 
 # ---------------------------------------------------------------- beyond torch.optim
-# From the papers (and their authors' code); nopt/_kernels/beyond.pyx's order of operations.
+# From the papers (and their authors' code); nopt/_kernels/beyond.pxi's order of operations.
 def _norm(x):
     """The 2-norm in double (also for float32 arrays), as nopt's per-parameter reductions."""
     x = x.ravel().astype(np.float64)

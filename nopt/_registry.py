@@ -107,7 +107,7 @@ RULES = _rules(
     # p, g, v read and v written, then p, g, v read and p written (32 bytes).
     # Its factored 2-D case is benchmarked by benchmarks/bench_matrix.py.
     Rule("Adafactor", _reference.adafactor, dict(lr=1e-2), 3, 1, passes=((3, 1),)),
-    # Beyond torch.optim (nopt/_kernels/beyond.pyx; no torch peers).
+    # Beyond torch.optim (nopt/_kernels/beyond.pxi; no torch peers).
     Rule("Lion", _reference.lion, dict(lr=1e-4), 3, 2),
     Rule("AdaBelief", _reference.adabelief, dict(lr=1e-3), 4, 3),
     Rule("Adan", _reference.adan, dict(lr=1e-3), 6, 5),

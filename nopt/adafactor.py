@@ -2,8 +2,8 @@
 import numpy as np
 
 from ._kernels import _plan
-from ._kernels.adafactor import adafactor as _adafactor_kernel
-from ._kernels.adafactor import make_table as _make_table
+from ._kernels.helpers import adafactor as _adafactor_kernel
+from ._kernels.helpers import make_table as _make_table
 from .optimizer import Optimizer
 
 __all__ = ["Adafactor"]

@@ -1,6 +1,6 @@
 """Adan: adaptive Nesterov momentum (Xie et al. 2022)."""
 from . import _beyond
-from ._kernels.beyond import adan as _adan_kernel
+from ._kernels.helpers import adan as _adan_kernel
 from .optimizer import Optimizer
 
 __all__ = ["Adan"]

@@ -10,8 +10,8 @@ import numbers
 
 import numpy as np
 
-from ._kernels import _plan, _safety
-from ._kernels.beyond import accumulate, lookahead_sync
+from ._kernels import _plan
+from ._kernels.helpers import accumulate, lookahead_sync
 from .optimizer import Optimizer
 
 __all__ = ["MultiSteps", "Lookahead"]
@@ -66,7 +66,7 @@ class _Wrapper:
 
     A wrapper's own changes (its counters, MultiSteps' mean gradient,
     Lookahead's synchronisation) are ``(function, args)`` calls of C
-    functions, run by ``_safety.run`` like a step's kernels: when the wrapped
+    functions, run by ``_plan.run`` like a step's kernels: when the wrapped
     optimizer plans its step (``Optimizer._plan_then_run``), in the very run
     phase of that step, so that a Ctrl-C applies the wrapped step and the
     wrapper's changes together or not at all. Around another wrapper, or an
@@ -102,10 +102,10 @@ class _Wrapper:
             finally:
                 # (Taken by _plan_then_run; still there if the step failed earlier.)
                 inner.__dict__.pop("_run_around", None)
-        _safety.run(before)
+        _plan.run(before)
         loss = inner.step(closure) if closure is not None else inner.step()
         if applied is None or applied():
-            _safety.run(after)
+            _plan.run(after)
         return loss
 
 
@@ -180,7 +180,7 @@ class MultiSteps(_Wrapper):
             calls += [(seen.update, (in_call,)),
                       (setattr, (self, "mini_step", self.mini_step + 1)),
                       (setattr, (self, "last_step_applied", False))]
-            _safety.run(calls)
+            _plan.run(calls)
             return loss
         # Parameters seen earlier in the cycle but without a gradient now: divide their sums.
         for dtype in ("float32", "float64"):

@@ -1,6 +1,6 @@
 """LAMB: Adam's update scaled per parameter by a trust ratio (You et al. 2020)."""
 from . import _beyond
-from ._kernels.beyond import lamb as _lamb_kernel
+from ._kernels.helpers import lamb as _lamb_kernel
 from .optimizer import Optimizer
 
 __all__ = ["LAMB"]

@@ -1,6 +1,6 @@
 """LARS: SGD with momentum and a layer-wise trust ratio (You et al. 2017)."""
 from . import _beyond
-from ._kernels.beyond import lars as _lars_kernel
+from ._kernels.helpers import lars as _lars_kernel
 from .optimizer import Optimizer
 
 __all__ = ["LARS"]

@@ -17,7 +17,7 @@ from itertools import chain
 
 import numpy as np
 
-from ._kernels import _plan, _safety, rules as _rules
+from ._kernels import _plan, rules as _rules
 from ._kernels._plan import StateDict, StateMap
 from ._parameter import Parameter
 from ._torch_options import accept_torch_options
@@ -547,13 +547,13 @@ class Optimizer:
         # C: a signal (Ctrl-C) is handled only once the whole step is applied.
         if around is not None:
             calls = around[0] + calls + around[1]
-        _safety.run(calls)
+        _plan.run(calls)
         return loss
 
     def _check_aliasing(self, tables):
-        """Raise ValueError if two arrays of this step overlap in memory (see ``_safety.find_alias``)."""
+        """Raise ValueError if two arrays of this step overlap in memory (see ``_plan.find_alias``)."""
         groups = [g["params"] for g in self.param_groups]
-        found = _safety.find_alias(groups, tables)
+        found = _plan.find_alias(groups, tables)
         if found is None:
             return
         # An error: name the arrays (a repeated parameter first, since its

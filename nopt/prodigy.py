@@ -4,13 +4,13 @@ import math
 from . import _beyond
 from ._kernels import rules as _rules
 from ._kernels._spec import Rule
-from ._kernels.beyond import prodigy_run
+from ._kernels.helpers import prodigy_run
 from .optimizer import Optimizer
 
 __all__ = ["Prodigy"]
 
 # The elementwise second pass, once the new d is known (the first pass, with
-# its two global sums, is nopt._kernels.beyond.prodigy_moments).
+# its two global sums, is nopt._kernels.helpers.prodigy_moments).
 RULE_UPDATE = Rule(
     "prodigy_update",
     state=(("exp_avg_sq", 0), ("exp_avg", 0, "has_exp_avg")),

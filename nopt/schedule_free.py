@@ -7,10 +7,9 @@ average ``x`` (what to evaluate) in eval mode; ``z`` is in the state.
 """
 from . import _beyond
 from ._kernels import _plan as _plan_module
-from ._kernels import _safety
 from ._kernels import rules as _rules
 from ._kernels._spec import Rule
-from ._kernels.beyond import set_items
+from ._kernels.helpers import set_items
 from ._kernels.helpers import EMA, average
 from .optimizer import Optimizer
 
@@ -107,7 +106,7 @@ class _ScheduleFree(Optimizer):
     def _switch(self, train):
         # One averaging-kernel call per group and dtype: p = lerp(p, z, w), as
         # the package; planned first, then run with the groups' flags from C
-        # (_safety.run), so a Ctrl-C switches every group or none.
+        # (_plan.run), so a Ctrl-C switches every group or none.
         calls, arrays = [], []
         for group in self.param_groups:
             if bool(group["train_mode"]) == train:
@@ -124,7 +123,7 @@ class _ScheduleFree(Optimizer):
                     calls.append((average, (ptrs, chunks, dtype == "float64", n_threads, EMA,
                                             weight)))
             calls.append((set_items, (group, ("train_mode",), (train,))))
-        _safety.run(calls)
+        _plan_module.run(calls)
 
     def step(self, closure=None):
         """Perform one optimization step; return the closure's loss if given.

@@ -88,6 +88,7 @@ def in_parallel():
 include "_plan_state.pxi"
 include "_plan_validation.pxi"
 include "_plan_tables.pxi"
+include "_plan_safety.pxi"
 
 
 # ---------------------------------------------------------------- test helpers

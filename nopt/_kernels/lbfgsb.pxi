@@ -1,4 +1,3 @@
-# cython: language_level=3
 """Small kernels of nopt's L-BFGS-B iteration (``nopt/_lbfgsb.py``).
 
 Design note: the iteration itself is Python (``_lbfgsb.lbfgsb_run``); these
@@ -13,7 +12,7 @@ ones. Dot products accumulate in double for float32 data too.
 * :func:`newton_step` is ``B^{-1} r`` with every variable free, by the
   compact form and its two triangular solves with ``R``.
 """
-from cython cimport floating
+from ._common cimport floating
 
 
 cdef inline double _dot(floating* a, floating* b, Py_ssize_t n) noexcept nogil:

@@ -860,7 +860,7 @@ def accumulate(const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, bint 
 def set_items(dict target, tuple keys, tuple values):
     """``target[k] = v`` for each pair: a group's counters, written in a step's run phase.
 
-    A compiled function, so that ``_safety.run`` can call it between kernels
+    A compiled function, so that ``_plan.run`` can call it between kernels
     (it calls each function from C with no keyword dict, which
     ``dict.update`` refuses) and no signal handler runs in between.
     """
@@ -874,7 +874,7 @@ def set_items(dict target, tuple keys, tuple values):
 def prodigy_run(object state, list groups, tuple scalars, list parts, object update):
     """Prodigy's run phase: every batch's first pass, the new d, then every batch's update.
 
-    Called by ``_safety.run`` as the step's one planned call (nopt/prodigy.py
+    Called by ``_plan.run`` as the step's one planned call (nopt/prodigy.py
     plans it), so no Python signal handler runs until the whole step is
     applied: d is global, so a step cannot be split into independent
     kernel calls per batch as other rules' are. Everything that can fail was
