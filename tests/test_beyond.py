@@ -436,3 +436,34 @@ def test_prodigy_groups_may_only_differ_by_lr_zero():
         frozen.step()
     np.testing.assert_array_equal(np.asarray(b), np.ones(3))
     assert not np.array_equal(np.asarray(a), np.ones(3))
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e-12, 1e-25, 1e20, 1e30])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_lars_norms_hold_at_any_scale(scale, dtype):
+    """LARS's norm pass (float32: squares summed in float per block, the block
+    sums in double; blocks out of float's safe range summed again in double):
+    the trust ratio matches float64 norms, whatever the magnitude (squares
+    that would underflow, flush to zero or overflow in float), on 1 and 2 threads."""
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal(100_003) * scale).astype(dtype)
+    g = (rng.standard_normal(100_003) * scale * 1e-2).astype(dtype)
+    # One block of the parameter far smaller than the rest: its squares vanish in float.
+    x[5000:9000] *= dtype(1e-30) if scale < 1e20 else dtype(1)
+    results = []
+    for threads in (1, 2):
+        p = nopt.Parameter(x.copy())
+        p.grad = g.copy()
+        opt = nopt.LARS([p], lr=1.0, momentum=0.0, trust_coefficient=1e-3)
+        with nopt.num_threads(threads):
+            opt.step()
+        results.append(np.asarray(p).copy())
+    np.testing.assert_array_equal(results[0], results[1])
+    x64, g64 = x.astype(np.float64), g.astype(np.float64)
+    trust = 1e-3 * np.linalg.norm(x64) / np.linalg.norm(g64)
+    expected = x64 - trust * g64
+    step = (x64 - results[0].astype(np.float64))
+    # The step is trust * g: its size gives nopt's trust ratio.
+    measured = np.dot(step, g64) / np.dot(g64, g64)
+    assert measured == pytest.approx(trust, rel=1e-5 if dtype == np.float32 else 1e-12)
+    np.testing.assert_allclose(results[0], expected, rtol=1e-5 if dtype == np.float32 else 1e-12)
