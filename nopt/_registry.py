@@ -119,8 +119,8 @@ RULES = _rules(
     # LARS: the norms (p, g read), then the update (p, g, buf read; p, buf
     # written): 28 bytes.
     Rule("LARS", _reference.lars, dict(lr=1.0), 2, 0, passes=((3, 2),)),
-    # Prodigy: moments and the two global sums (p, g, p0, v, s, m read; v, s,
-    # m written), then, with the new d, the update (p, m, v read; p written):
-    # 52 bytes. Its reference steps every array (d is global).
-    Rule("Prodigy", _reference.Prodigy, dict(lr=1.0), 6, 3, passes=((3, 1),), per_array=False),
+    # Prodigy: the two global sums (p, g, p0, s read; s written), then, with
+    # the new d, the moments and the update (p, g, m, v read; p, m, v
+    # written): 48 bytes. Its reference steps every array (d is global).
+    Rule("Prodigy", _reference.Prodigy, dict(lr=1.0), 4, 1, passes=((4, 3),), per_array=False),
 )

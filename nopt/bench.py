@@ -52,7 +52,7 @@ Adan           p, g, m, diff, n, pre_grad                      (6,5)          44
 ScheduleFree   y, g, z (SGD); y, g, z, v (AdamW)               (3,2)/(4,3)  20/28
 LAMB           p, g, m, v; m, v | p, m, v; p                   (4,2)+(3,1)    40
 LARS           p, g; - | p, g, buf; p, buf                     (2,0)+(3,2)    28
-Prodigy        p, g, p0, v, s, m; v, s, m | p, m, v; p (***)   (6,3)+(3,1)    52
+Prodigy        p, g, p0, s; s | p, g, m, v; p, m, v (***)      (4,1)+(4,3)    48
 =============  ==============================================  ===========  ======
 
 (*) ASGD writes ``ax`` without reading it while ``mu == 1``; a written
@@ -61,8 +61,10 @@ stream costs a read too (write-allocate), so it counts as read and written.
 it can update. Its 2-D (factored) case and Muon are timed by
 ``benchmarks/bench_matrix.py``.
 (***) Prodigy's ``d`` comes from two sums over every parameter of every
-group, so its moments and sums are one pass and the update, which needs
-the new ``d``, another (its NumPy peer is :class:`nopt._reference.Prodigy`).
+group, so the sums are one pass and the update, which needs the new ``d``,
+another; the moments (weighted by the old ``d``) wait for the second pass,
+so that the first reads only what the sums need (its NumPy peer is
+:class:`nopt._reference.Prodigy`).
 The figures are for the options benchmarked (``OPTIMIZERS``, the
 registry :data:`nopt._registry.RULES`: SGD with momentum, the others at
 torch's defaults).

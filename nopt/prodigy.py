@@ -10,32 +10,46 @@ from .optimizer import Optimizer
 __all__ = ["Prodigy"]
 
 # The elementwise second pass, once the new d is known (the first pass, with
-# its two global sums, is nopt._kernels.helpers.prodigy_moments).
+# its two global sums, is nopt._kernels.helpers.prodigy_sums): the moments,
+# whose weights use the old d, then the parameters. The moments wait for this
+# pass, so that the first reads only what the sums need (p, g, p0, s).
 RULE_UPDATE = Rule(
     "prodigy_update",
     state=(("exp_avg_sq", 0), ("exp_avg", 0, "has_exp_avg")),
     step=False,
-    args=("wd", "neg_wd", "neg_step", "d_eps"),
-    flags=(("has_exp_avg", None), ("coupled", "wd != 0"), ("decoupled", "neg_wd != 0")),
+    args=("wd", "neg_wd", "neg_step", "d_eps", "beta1", "a_m", "beta2", "a_v"),
+    flags=(("has_exp_avg", None), ("moments", None), ("coupled", "wd != 0"),
+           ("decoupled", "neg_wd != 0")),
     valid="not (coupled and decoupled)",
     body="""
 cdef floating p = param[j]
+cdef floating g = grad[j]
+cdef floating v = exp_avg_sq[j]
 cdef floating u
+if coupled:
+    g = g + wd * p
+if moments:
+    v = v * beta2 + a_v * g * g
+    exp_avg_sq[j] = v
 if has_exp_avg:
     u = exp_avg[j]
+    if moments:
+        u = u * beta1 + a_m * g
+        exp_avg[j] = u
 else:
-    u = grad[j]
-    if coupled:
-        u = u + wd * p
+    u = g
 if decoupled:
     p = p + neg_wd * p
-param[j] = p + neg_step * u / (fsqrt(exp_avg_sq[j]) + d_eps)
+param[j] = p + neg_step * u / (fsqrt(v) + d_eps)
 """,
-    doc="""Prodigy's update over (param, grad, exp_avg_sq[, exp_avg]) rows (releases the GIL).
+    doc="""Prodigy's second pass over (param, grad, exp_avg_sq[, exp_avg]) rows (releases the GIL).
 
-    ``wd`` is the coupled L2 term (0 when decoupled), ``neg_wd`` the
-    decoupled ``-wd*dlr`` (0 when coupled), ``neg_step`` is ``-dlr``
-    (``-dlr*d`` without exp_avg) and ``d_eps`` is ``d*eps``.""",
+    With ``moments``, first ``exp_avg = beta1*exp_avg + a_m*g`` and
+    ``exp_avg_sq = beta2*exp_avg_sq + a_v*g*g`` (``a_m = d*(1-beta1)``,
+    ``a_v = d*d*(1-beta2)``, old d); then the update: ``wd`` is the coupled
+    L2 term (0 when decoupled), ``neg_wd`` the decoupled ``-wd*dlr`` (0 when
+    coupled), ``neg_step`` is ``-dlr`` (``-dlr*d`` without exp_avg) and
+    ``d_eps`` is ``d*eps`` (new d).""",
 )
 
 
@@ -169,27 +183,20 @@ class Prodigy(Optimizer):
         wd = group["weight_decay"]
         coupled = wd if (wd != 0 and not group["decouple"]) else 0.0
         neg_wd = -wd * dlr if (wd != 0 and group["decouple"]) else 0.0
-        moments, coef = None, 0.0
+        sums, coef = None, 0.0
         if group["lr"] > 0.0:
             d0 = group["d0"]
             coef = (d / d0) * dlr
             a_s = (d / d0) * (d if group["safeguard_warmup"] else dlr)
-            ptrs, chunks, n_threads = self._table([params, grads, p0, exp_avg_sq, s, *extra],
-                                                  tag + ("moments",))
-            moments = (ptrs, chunks, _beyond.work_space(self, chunks, tag), batch.is_double,
-                       n_threads, coupled, beta1, d * (1 - beta1), beta2, d * d * (1 - beta2),
-                       beta3, a_s, has_exp_avg)
-        listed = self._step_tables
-        n_listed = len(listed) if listed is not None else 0
+            ptrs, chunks, n_threads = self._table([params, grads, p0, s], tag + ("sums",))
+            sums = (ptrs, chunks, _beyond.work_space(self, chunks, tag), batch.is_double,
+                    n_threads, coupled, beta3, a_s)
+        # (The two tables share only the parameters and gradients, which the
+        # aliasing check may see twice: it checks every array of the step.)
         ptrs, chunks, n_threads = self._table([params, grads, exp_avg_sq, *extra],
                                               tag + ("update",))
-        if moments is not None and listed is not None:
-            # The update's arrays are all in the first pass's table, which the
-            # aliasing check already has (and keeps alive): listed twice,
-            # every array would overlap itself.
-            del listed[n_listed:]
-        parts.append((moments, coef, params, old_steps, ptrs, chunks, batch.is_double, n_threads,
-                      coupled, neg_wd, group["eps"]))
+        parts.append((sums, coef, params, old_steps, ptrs, chunks, batch.is_double, n_threads,
+                      coupled, neg_wd, group["eps"], sums is not None))
 
     def _step_scalars(self):
         """The step's global scalars (see ``beyond.prodigy_run``), from the groups as they are."""
@@ -208,4 +215,5 @@ class Prodigy(Optimizer):
         dlr = d * lr * bias
         return (float(d), float(dlr), float(beta3), float(first["d_numerator"]),
                 float(first["d_max"]), float(first["d_coef"]), float(first["growth_rate"]),
-                float(self.param_groups[-1]["d0"]), float(lr), beta1 > 0)
+                float(self.param_groups[-1]["d0"]), float(lr), beta1 > 0,
+                float(beta1), float(beta2), d * (1 - beta1), d * d * (1 - beta2))

@@ -4,8 +4,8 @@
 # specs (nopt/lion.py, adabelief.py, schedule_free.py); here are
 # - LAMB and LARS (nopt/lamb.py, lars.py): a per-parameter norm reduction,
 #   then an elementwise pass scaled per parameter, in one call;
-# - Prodigy's first pass (nopt/prodigy.py): moments plus two global sums
-#   (its second, elementwise pass is a spec);
+# - Prodigy's first pass (nopt/prodigy.py): its two global sums (its
+#   second, elementwise pass, moments and update, is a spec), and its run phase;
 # - Adan (nopt/adan.py): elementwise, but eleven streams: as a spec its loop
 #   is not vectorised (below), so it is a C loop with restrict pointers;
 # - Lookahead's synchronisation and MultiSteps' accumulation.
@@ -88,18 +88,15 @@ cdef extern from *:
     NOPT_ADAN_LOOP(double, sqrt)
 
     #define NOPT_PRODIGY_LOOP(T)                                                       \
-    static inline void nopt_prodigy_moments_##T(                                       \
+    static inline void nopt_prodigy_sums_##T(                                          \
         const T *restrict param, const T *restrict grad, const T *restrict p0,         \
-        T *restrict exp_avg_sq, T *restrict s, T *restrict exp_avg, T *restrict dot,   \
-        ptrdiff_t n, T wd, T beta1, T a_m, T beta2, T a_v, T beta3, T a_s,             \
-        int coupled, int has_m) {                                                      \
+        T *restrict s, T *restrict dot, ptrdiff_t n, T wd, T beta3, T a_s,             \
+        int coupled) {                                                                 \
         for (ptrdiff_t j = 0; j < n; j++) {                                            \
             T g = grad[j];                                                             \
             T p = param[j];                                                            \
             if (coupled) g = g + wd * p;                                               \
             dot[j] = g * (p0[j] - p);                                                  \
-            if (has_m) exp_avg[j] = exp_avg[j] * beta1 + a_m * g;                      \
-            exp_avg_sq[j] = exp_avg_sq[j] * beta2 + a_v * g * g;                       \
             s[j] = s[j] * beta3 + a_s * g;                                             \
         }                                                                              \
     }
@@ -220,16 +217,12 @@ cdef extern from *:
                                double omb2, double beta3, double omb3, double c1, double c2,
                                double inv_bc3_sqrt, double eps, double neg_lr, double pre,
                                double post, int first) nogil
-    void nopt_prodigy_moments_float(const float* param, const float* grad, const float* p0,
-                                    float* exp_avg_sq, float* s, float* exp_avg, float* dot,
-                                    Py_ssize_t n, float wd, float beta1, float a_m, float beta2,
-                                    float a_v, float beta3, float a_s, int coupled,
-                                    int has_m) nogil
-    void nopt_prodigy_moments_double(const double* param, const double* grad, const double* p0,
-                                     double* exp_avg_sq, double* s, double* exp_avg, double* dot,
-                                     Py_ssize_t n, double wd, double beta1, double a_m,
-                                     double beta2, double a_v, double beta3, double a_s,
-                                     int coupled, int has_m) nogil
+    void nopt_prodigy_sums_float(const float* param, const float* grad, const float* p0,
+                                 float* s, float* dot, Py_ssize_t n, float wd, float beta3,
+                                 float a_s, int coupled) nogil
+    void nopt_prodigy_sums_double(const double* param, const double* grad, const double* p0,
+                                  double* s, double* dot, Py_ssize_t n, double wd, double beta3,
+                                  double a_s, int coupled) nogil
     void nopt_lars_norms_float(const float* p, const float* g, Py_ssize_t n, double* out_p,
                                double* out_g) nogil
     void nopt_lars_norms_double(const double* p, const double* g, Py_ssize_t n, double* out_p,
@@ -664,31 +657,28 @@ def lars(const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks,
 
 
 # ---------------------------------------------------------------- Prodigy
-# Pass 1, per batch: ptrs[a] = (param, grad, p0, exp_avg_sq, s[, exp_avg]).
+# Pass 1, per batch: ptrs[a] = (param, grad, p0, s).
 #   g = grad (+ wd*p, coupled)        dot += g*(p0 - p)
-#   m = m*b1 + a_m*g                  v = v*b2 + a_v*g*g
 #   s = s*b3 + a_s*g                  abs_sum += |s|
-# returns (dot, abs_sum); Python combines every batch's sums (in order) into
-# the new d. Pass 2, the update, is a rule spec (nopt/prodigy.py).
-cdef inline void _prodigy_moments(
-    const floating* param, const floating* grad, const floating* p0, floating* exp_avg_sq,
-    floating* s, floating* exp_avg, floating* dot, Py_ssize_t n, floating wd, floating beta1,
-    floating a_m, floating beta2, floating a_v, floating beta3, floating a_s,
-    bint coupled, bint has_m,
+# returns (dot, abs_sum); prodigy_run combines every batch's sums (in
+# order) into the new d. Pass 2, a rule spec (nopt/prodigy.py), updates the
+# moments (whose weights use the old d) and the parameters (which need the
+# new d): each stream is read once per pass it is needed in, 48 bytes per
+# float32 element in all.
+cdef inline void _prodigy_sums(
+    const floating* param, const floating* grad, const floating* p0, floating* s,
+    floating* dot, Py_ssize_t n, floating wd, floating beta3, floating a_s, bint coupled,
 ) noexcept nogil:
     # The C loop above (restrict pointers), for this float type.
     if floating is float:
-        nopt_prodigy_moments_float(param, grad, p0, exp_avg_sq, s, exp_avg, dot, n, wd, beta1,
-                                   a_m, beta2, a_v, beta3, a_s, coupled, has_m)
+        nopt_prodigy_sums_float(param, grad, p0, s, dot, n, wd, beta3, a_s, coupled)
     else:
-        nopt_prodigy_moments_double(param, grad, p0, exp_avg_sq, s, exp_avg, dot, n, wd, beta1,
-                                    a_m, beta2, a_v, beta3, a_s, coupled, has_m)
+        nopt_prodigy_sums_double(param, grad, p0, s, dot, n, wd, beta3, a_s, coupled)
 
 
 cdef nopt_dispatched _prodigy_task1(
     const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, Py_ssize_t c, double* partials,
-    floating wd, floating b1, floating a_m, floating b2, floating a_v, floating b3, floating a_s,
-    bint coupled, bint has_m,
+    floating wd, floating b3, floating a_s, bint coupled,
 ) noexcept nogil:
     cdef Py_ssize_t a = chunks[c, 0], start = chunks[c, 1], n = chunks[c, 2] - start
     cdef Py_ssize_t k, m
@@ -696,27 +686,14 @@ cdef nopt_dispatched _prodigy_task1(
     cdef const floating* p = <const floating*> ptrs[a, 0] + start
     cdef const floating* g = <const floating*> ptrs[a, 1] + start
     cdef const floating* p0 = <const floating*> ptrs[a, 2] + start
-    cdef floating* v = <floating*> ptrs[a, 3] + start
-    cdef floating* s = <floating*> ptrs[a, 4] + start
-    cdef floating* ea = NULL
+    cdef floating* s = <floating*> ptrs[a, 3] + start
     cdef double dd = 0, ss = 0
-    if has_m:
-        ea = <floating*> ptrs[a, 5] + start
     for k in range(0, n, _BLOCK):
         m = min(_BLOCK, n - k)
-        if has_m:
-            if coupled:
-                _prodigy_moments(p + k, g + k, p0 + k, v + k, s + k, ea + k, dot, m, wd, b1, a_m,
-                                 b2, a_v, b3, a_s, True, True)
-            else:
-                _prodigy_moments(p + k, g + k, p0 + k, v + k, s + k, ea + k, dot, m, wd, b1, a_m,
-                                 b2, a_v, b3, a_s, False, True)
-        elif coupled:
-            _prodigy_moments(p + k, g + k, p0 + k, v + k, s + k, ea, dot, m, wd, b1, a_m,
-                             b2, a_v, b3, a_s, True, False)
+        if coupled:
+            _prodigy_sums(p + k, g + k, p0 + k, s + k, dot, m, wd, b3, a_s, True)
         else:
-            _prodigy_moments(p + k, g + k, p0 + k, v + k, s + k, ea, dot, m, wd, b1, a_m,
-                             b2, a_v, b3, a_s, False, False)
+            _prodigy_sums(p + k, g + k, p0 + k, s + k, dot, m, wd, b3, a_s, False)
         dd = dd + _sum8(dot, m, False, False)
         ss = ss + _sum8(s + k, m, False, True)
     partials[2 * c] = dd
@@ -725,32 +702,28 @@ cdef nopt_dispatched _prodigy_task1(
 
 cdef void _prodigy1(
     floating* tag, const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, int n_threads,
-    double* partials, double wd, double beta1, double a_m, double beta2, double a_v,
-    double beta3, double a_s, bint has_m,
+    double* partials, double wd, double beta3, double a_s,
 ) noexcept nogil:
     cdef Py_ssize_t c, n_chunks = chunks.shape[0]
     cdef unsigned long long fp = 0
-    cdef floating w_t = <floating> wd, b1 = <floating> beta1, am = <floating> a_m
-    cdef floating b2 = <floating> beta2, av = <floating> a_v
-    cdef floating b3 = <floating> beta3, as_ = <floating> a_s
+    cdef floating w_t = <floating> wd, b3 = <floating> beta3, as_ = <floating> a_s
     cdef bint coupled = wd != 0
     if n_threads <= 1:
         fp = nopt_ftz_enter()
         for c in range(n_chunks):
-            _prodigy_task1(ptrs, chunks, c, partials, w_t, b1, am, b2, av, b3, as_, coupled, has_m)
+            _prodigy_task1(ptrs, chunks, c, partials, w_t, b3, as_, coupled)
         nopt_ftz_exit(fp)
         return
     with parallel(num_threads=n_threads):
         fp = nopt_ftz_enter()
         for c in prange(n_chunks, schedule="static"):
-            _prodigy_task1(ptrs, chunks, c, partials, w_t, b1, am, b2, av, b3, as_, coupled, has_m)
+            _prodigy_task1(ptrs, chunks, c, partials, w_t, b3, as_, coupled)
         nopt_ftz_exit(fp)
 
 
-def prodigy_moments(const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks,
-                    double[::1] partials, bint is_double, int n_threads, double weight_decay,
-                    double beta1, double a_m, double beta2, double a_v, double beta3, double a_s,
-                    bint has_exp_avg):
+def prodigy_sums(const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks,
+                 double[::1] partials, bint is_double, int n_threads, double weight_decay,
+                 double beta3, double a_s):
     """Prodigy's first pass (see above); returns ``(dot, abs_sum)``, summed in chunk order.
 
     ``partials`` is the work space, two doubles per chunk; ``weight_decay``
@@ -764,11 +737,11 @@ def prodigy_moments(const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks,
     cdef double dot = 0, abs_sum = 0
     with nogil:
         if is_double:
-            _prodigy1(<double*> NULL, ptrs, chunks, n_threads, &partials[0], weight_decay, beta1,
-                      a_m, beta2, a_v, beta3, a_s, has_exp_avg)
+            _prodigy1(<double*> NULL, ptrs, chunks, n_threads, &partials[0], weight_decay, beta3,
+                      a_s)
         else:
-            _prodigy1(<float*> NULL, ptrs, chunks, n_threads, &partials[0], weight_decay, beta1,
-                      a_m, beta2, a_v, beta3, a_s, has_exp_avg)
+            _prodigy1(<float*> NULL, ptrs, chunks, n_threads, &partials[0], weight_decay, beta3,
+                      a_s)
         for c in range(n_chunks):
             dot = dot + partials[2 * c]
             abs_sum = abs_sum + partials[2 * c + 1]
@@ -881,12 +854,13 @@ def prodigy_run(object state, list groups, tuple scalars, list parts, object upd
     checked when planning.
 
     ``scalars`` is ``(d, dlr, beta3, d_numerator, d_max, d_coef,
-    growth_rate, last_d0, lr, has_exp_avg)``; each of ``parts`` is
-    ``(moments, coef, params, old_steps, ptrs, chunks, is_double, n_threads,
-    coupled_wd, neg_wd, eps)``: the first-pass call's arguments (None for a
-    group with lr 0), the weight of its dot product in the numerator, the
-    batch's parameters and the step counts they held before this step, and
-    the update's table and scalars. ``update`` is the rule kernel
+    growth_rate, last_d0, lr, has_exp_avg, beta1, beta2, a_m, a_v)``; each
+    of ``parts`` is ``(sums, coef, params, old_steps, ptrs, chunks,
+    is_double, n_threads, coupled_wd, neg_wd, eps, moments)``: the first
+    pass's arguments (None for a group with lr 0), the weight of its dot
+    product in the numerator, the batch's parameters and the step counts
+    they held before this step, the update's table and scalars, and whether
+    it updates the moments (not with lr 0). ``update`` is the rule kernel
     ``rules.prodigy_update``.
     """
     cdef double d, dlr, beta3, d_max, d_coef, growth, last_d0, lr
@@ -894,10 +868,11 @@ def prodigy_run(object state, list groups, tuple scalars, list parts, object upd
     cdef Py_ssize_t k
     cdef bint has_exp_avg
     cdef tuple part
-    d, dlr, beta3, global_numerator, d_max, d_coef, growth, last_d0, lr, has_exp_avg = scalars
+    d, dlr, beta3, global_numerator, d_max, d_coef, growth, last_d0, lr, has_exp_avg = scalars[:10]
+    beta1, beta2, a_m, a_v = scalars[10:14]
     for part in parts:
         if part[0] is not None:
-            dot, abs_sum = prodigy_moments(*part[0])
+            dot, abs_sum = prodigy_sums(*part[0])
             numerator = numerator + <double> part[1] * dot
             denominator = denominator + abs_sum
     if denominator == 0:
@@ -922,7 +897,9 @@ def prodigy_run(object state, list groups, tuple scalars, list parts, object upd
         group["d_max"] = d_max
         group["d_hat"] = d_hat
     for part in parts:
+        # (A group with lr 0 skips the first pass and keeps its moments: part[11].)
         update(part[4], part[5], part[6], part[7], part[8], part[9],
-               -dlr if has_exp_avg else -dlr * d, d * <double> part[10], has_exp_avg)
+               -dlr if has_exp_avg else -dlr * d, d * <double> part[10], beta1, a_m, beta2, a_v,
+               has_exp_avg, part[11])
     for group in groups:
         group["k"] = group["k"] + 1
