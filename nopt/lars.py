@@ -50,8 +50,12 @@ class LARS(Optimizer):
     ``optax.lars`` with ``weight_decay=0``. With weight decay, optax divides
     by :math:`\|g_t + \lambda\theta\|` where the paper (and nopt) divide by
     :math:`\|g_t\| + \lambda\|\theta\|`; the tests compare with a NumPy
-    transcription of the paper there. Norms are reduced in double per fixed
-    chunk and summed in chunk order: the same bits for any thread count.
+    transcription of the paper there. Norms are reduced per fixed chunk
+    and summed in chunk order: the same bits for any thread count. A step
+    is two passes over memory (the norms, then the update), in one kernel
+    call; float32 squares are summed in float over blocks of 4096 elements
+    and the blocks in double (a block out of float's safe range is summed
+    again in double).
 
     References
     ----------

@@ -110,8 +110,8 @@ class Prodigy(Optimizer):
     global sums are reduced in double per fixed chunk, in chunk order (the
     same bits for any thread count); the package sums float32 dot products
     in float32, hence the float32 tolerance of the tests. A step is two
-    passes over every group: the moments and sums, then, once the new
-    :math:`d` is known, the update; both run from one compiled call
+    passes over every group: the two sums, then, once the new :math:`d` is
+    known, the moments (weighted by the old :math:`d`) and the update; both run from one compiled call
     (``beyond.prodigy_run``), so a step is applied whole or not at all, as
     every optimizer's (Ctrl-C included), and arrays sharing memory are
     refused before anything changes.
