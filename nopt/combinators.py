@@ -103,7 +103,12 @@ class _Wrapper:
                 # (Taken by _plan_then_run; still there if the step failed earlier.)
                 inner.__dict__.pop("_run_around", None)
         _plan.run(before)
-        loss = inner.step(closure) if closure is not None else inner.step()
+        try:
+            loss = inner.step(closure) if closure is not None else inner.step()
+        except BaseException:
+            if applied is None:
+                _plan.run(after)  # (MultiSteps: a cycle whose step failed is dropped, as before)
+            raise
         if applied is None or applied():
             _plan.run(after)
         return loss
