@@ -33,7 +33,7 @@ def _kwargs(spec):
 # Hyperparameters per optimizer (SGD with momentum, the rest at their defaults).
 _KWARGS = {name: _kwargs(spec) for name, spec in _SPECS.items()} or {"SGD": dict(lr=1e-3, momentum=0.9)}
 # (streams read, streams written) per element of each pass of a step, for GB/s
-# and the roofline (every pass: a rule's reductions too; see nopt._registry.Rule).
+# and the roofline (every pass: a rule's reductions too; see nopt._registry.Entry).
 _PASSES = {name: tuple(getattr(spec, "all_passes", ((spec.n_read, spec.n_write),)))
            for name, spec in _SPECS.items()}
 

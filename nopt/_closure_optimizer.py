@@ -21,6 +21,137 @@ def absmax(a):
     return max(hi, -lo)
 
 
+# ---------------------------------------------------------------- the shared iteration
+class CountedClosure:
+    """The closure, counting every call in ``state["func_evals"]`` and in ``n``.
+
+    ``n`` starts at 1, the step's first evaluation (made before the loop).
+    A call is counted before it runs, so one that raises counts too.
+    """
+
+    __slots__ = ("closure", "state", "n")
+
+    def __init__(self, closure, state):
+        self.closure = closure
+        self.state = state
+        self.n = 1
+
+    def __call__(self):
+        self.n += 1
+        self.state["func_evals"] += 1
+        return self.closure()
+
+
+class Method:
+    """What differs between the closure methods: the direction and how far to go along it.
+
+    :func:`iterate` runs the loop and the stopping tests; a method keeps
+    the direction ``d``, the step ``t`` and the previous gradient (and any
+    memory of its own), and defines:
+
+    - ``direction(g, loss, prev_loss) -> g.d``: the new ``d`` at the point
+      with gradient ``g`` (``prev_loss``: the loss one iterate back);
+    - ``search(gtd, calls, budget, last) -> SearchResult``: move along
+      ``d`` (``last``: the step's final iteration), with at most
+      ``budget`` calls of ``calls``; ``grad`` None when it evaluated
+      nothing after moving;
+    - ``restart(g) -> g.d or None``: after a failed search, a new
+      direction to try once (None: none left);
+    - ``best(loss, g) -> (loss, g)``: after a failed search, the lowest point
+      it saw, the parameters moved there (if below ``loss``);
+    - ``step_max()``: ``max_i |t d_i|``, for ``tolerance_change``;
+    - ``save(state, prev_loss)``: its state keys, written when the step
+      ends, however it ends.
+    """
+
+    def __init__(self, flat, state):
+        self.flat = flat
+        self.d = state.get("d")
+        self.t = state.get("t")
+        self.prev_g = state.get("prev_flat_grad")
+
+    def restart(self, g):
+        return None
+
+    def not_descent(self):
+        """The direction is not a descent direction: the step stops here."""
+
+    def best(self, loss, g):
+        return loss, g
+
+    def save(self, state, prev_loss):
+        state["d"] = self.d
+        state["t"] = self.t
+        state["prev_flat_grad"] = self.prev_g
+        state["prev_loss"] = prev_loss
+
+
+def iterate(method, closure, state, group, loss, g, on_iter=None):
+    """The iterations of one step of a closure method, from the loss ``loss`` and gradient ``g``.
+
+    Per iteration: the method's direction; stop if it is not a descent
+    direction (``g.d > -tolerance_change``); the method's search along it,
+    and once more along its restart direction if that fails (unless the
+    evaluation budget is spent); on a second failure, stop at the lowest
+    point seen; then the stopping tests (:func:`stop_reason`: ``on_iter``,
+    ``tolerance_grad``, ``max_iter``, ``max_eval``, ``tolerance_change``).
+    ``state["n_iter"]`` and ``state["func_evals"]`` advance as it goes,
+    and the method's state is saved on the way out, however the loop ends.
+
+    Returns
+    -------
+    reason, n_iter, n_evals, loss, g
+        Why it stopped (a key of ``REASONS``), iterations and closure calls
+        made in this step, and the loss and flat gradient where it stopped.
+    """
+    max_iter = group["max_iter"]
+    max_eval = group["max_eval"]
+    tolerance_grad = group["tolerance_grad"]
+    tolerance_change = group["tolerance_change"]
+    if absmax(g) <= tolerance_grad:
+        return "gtol", 0, 1, loss, g
+    calls = CountedClosure(closure, state)
+    prev_loss = state.get("prev_loss")
+    n_iter = 0
+    reason = "max_iter"
+    try:
+        while n_iter < max_iter:
+            n_iter += 1
+            state["n_iter"] += 1
+            gtd = method.direction(g, loss, prev_loss)
+            prev_loss = loss
+            if gtd > -tolerance_change:
+                method.not_descent()
+                reason = "not_descent"
+                break
+            try:
+                res = method.search(gtd, calls, max_eval - calls.n, n_iter == max_iter)
+                if not res.ok and res.reason != "max_eval":
+                    gtd = method.restart(g)
+                    if gtd is not None:
+                        res = method.search(gtd, calls, max_eval - calls.n, n_iter == max_iter)
+            except BaseException:
+                method.t = 0.0
+                raise
+            if not res.ok:
+                method.t = 0.0
+                reason = res.reason
+                loss, g = method.best(loss, g)
+                break
+            method.t = res.t
+            gmax = math.inf
+            if res.grad is not None:
+                loss, g = res.loss, res.grad
+                gmax = absmax(g)
+            reason = stop_reason(on_iter, loss, prev_loss, n_iter, max_iter, calls.n, max_eval,
+                                 gmax, tolerance_grad, method.step_max(), tolerance_change)
+            if reason:
+                break
+    finally:
+        method.save(state, prev_loss)
+    return reason or "max_iter", n_iter, calls.n, loss, g
+
+
 class ClosureOptimizer(Optimizer):
     """Base of :class:`nopt.LBFGS` and :class:`nopt.CG`.
 
@@ -75,29 +206,26 @@ class ClosureOptimizer(Optimizer):
         """Validate a group's hyperparameters as the constructor does; return them normalised."""
         raise NotImplementedError
 
-    def load_state_dict(self, state_dict):
-        """Load a state dict, checking options and history exactly as the constructor would.
+    def _check_loaded(self, groups, state):
+        """Check a loaded state dict exactly as the constructor would (see Optimizer.load_state_dict).
 
-        The group's hyperparameters go through the constructor's checks and
-        the state through :func:`check_state`; on any error nothing changes.
+        The group's hyperparameters go through the constructor's checks (and
+        are normalised in place) and the state through :func:`check_state`,
+        before anything changes: on any error the optimizer is unchanged and
+        no post-load hook runs.
         """
-        before = (self.param_groups, self.state)
-        super().load_state_dict(state_dict)
+        if len(groups) != 1:
+            raise ValueError(self._group_error)
+        group = groups[0]
         try:
-            if len(self.param_groups) != 1:
-                raise ValueError(self._group_error)
-            group = self.param_groups[0]
             checked = self._check_options({k: v for k, v in group.items() if k != "params"})
-            flat = FlatParams(group["params"])
-            state = self.state.get(flat.params[0])
-            if state:
-                check_state(state, flat, self._state_spec, self._state_required)
-            group.update(checked)
-        except (TypeError, ValueError, KeyError) as exc:
-            self.param_groups, self.state = before
-            if isinstance(exc, KeyError):
-                raise ValueError(f"loaded param_groups[0] has no {exc} option") from None
-            raise
+        except KeyError as exc:
+            raise ValueError(f"loaded param_groups[0] has no {exc} option") from None
+        flat = FlatParams(group["params"])
+        entry = state.get(flat.params[0])
+        if entry:
+            check_state(entry, flat, self._state_spec, self._state_required)
+        group.update(checked)
 
     def step(self, closure=None):
         """Run up to ``max_iter`` iterations; return the closure's first loss.

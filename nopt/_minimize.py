@@ -106,8 +106,8 @@ class _Objective:
             xh[i] = xi
         return g
 
-    def __call__(self):
-        xk = self.x.view(np.ndarray).copy()
+    def _value_and_gradient(self, xk):
+        """``(f, g)`` at ``xk`` (a copy of the point), ``g`` as ``fun``/``jac`` gave it."""
         f, g = self._f(xk)
         self.njev += 1
         if self.jac is True:
@@ -116,6 +116,10 @@ class _Objective:
             g = self.jac(xk.copy(), *self.args)
         else:
             g = self._finite_difference(xk, f)
+        return f, g
+
+    def __call__(self):
+        f, g = self._value_and_gradient(self.x.view(np.ndarray).copy())
         self.x.grad = self._grad(g)
         return f
 
@@ -125,15 +129,7 @@ class _Objective:
 
     def fg(self, x):
         """``(f, g)`` at the flat array ``x`` (the lean path: no Parameter)."""
-        xk = x.copy()
-        f, g = self._f(xk)
-        self.njev += 1
-        if self.jac is True:
-            pass
-        elif callable(self.jac):
-            g = self.jac(xk.copy(), *self.args)
-        else:
-            g = self._finite_difference(xk, f)
+        f, g = self._value_and_gradient(x.copy())
         return f, self._grad_copy(g)
 
     def _grad_copy(self, g):
@@ -339,26 +335,27 @@ def _result(x, fun, grad, nit, objective, reason, extra_message=None):
     )
 
 
-def _run_lbfgsb(x0, fun, args, jac, eps, box, report, options):
-    """The lean path: LBFGS's L-BFGS-B iteration on a plain array (no Parameter, no closure)."""
-    from .lbfgs import LBFGS
+def _stopping_options(options, maxiter, maxfun, ftol):
+    """The stopping options L-BFGS and CG share, popped from ``options`` with these defaults.
 
-    n = x0.size
-    maxfun = options.pop("maxfun", options.pop("maxfev", None))
-    group = LBFGS._check_options(dict(
-        lr=options.pop("lr", 1), max_iter=options.pop("maxiter", 15000),
-        max_eval=15000 if maxfun is None else maxfun, tolerance_grad=options.pop("gtol", 1e-5),
-        tolerance_change=options.pop("tolerance_change", 0.0),
-        history_size=options.pop("maxcor", 10), line_search_fn="strong_wolfe"))
-    ftol = options.pop("ftol", 2.2204460492503131e-09)
-    max_ls = options.pop("maxls", 20)
-    if isinstance(max_ls, bool) or not isinstance(max_ls, (int, np.integer)) or max_ls < 1:
-        raise ValueError(f"Invalid maxls: {max_ls!r} (expected an int >= 1)")
+    Returns ``(max_iter, max_eval, tolerance_grad, tolerance_change, ftol)``.
+    """
+    given = options.pop("maxfun", options.pop("maxfev", None))
+    ftol = options.pop("ftol", ftol)
     if isinstance(ftol, bool) or not isinstance(ftol, (int, float, np.number)) or not ftol >= 0:
         raise ValueError(f"Invalid ftol: {ftol!r} (expected a number >= 0)")
-    objective = _Objective(fun, x0, args, jac, eps)
-    space = _ArraySpace(objective.fg, x0)
+    return (options.pop("maxiter", maxiter), maxfun if given is None else given,
+            options.pop("gtol", 1e-5), options.pop("tolerance_change", 0.0), ftol)
 
+
+def _run_lean(objective, x0, report, ftol, run, where):
+    """The lean paths' frame: evaluate ``x0``, run the iterations, report as scipy.
+
+    ``run(f, g, state, on_iter) -> (reason, nit, n_evals, f, g)`` runs the
+    method's loop (``lbfgsb_run`` or ``cg_run``) from ``x0``; ``where()``
+    is the point it is at. ``on_iter`` is scipy's callback (``StopIteration``
+    stops the run) and its ``ftol`` test, after every iteration.
+    """
     f, g = objective.fg(x0)
     if not (math.isfinite(f) and np.isfinite(g).all()):
         return _array_result(objective, x0, math.nan, g, 0, "nonfinite",
@@ -367,7 +364,7 @@ def _run_lbfgsb(x0, fun, args, jac, eps, box, report, options):
     def on_iter(loss, prev_loss):
         if report is not None:
             try:
-                report(OptimizeResult(x=space.x.copy(), fun=loss))
+                report(OptimizeResult(x=where().copy(), fun=loss))
             except StopIteration:
                 return "callback"
         if ftol > 0 and prev_loss - loss <= ftol * max(abs(prev_loss), abs(loss), 1.0):
@@ -375,32 +372,49 @@ def _run_lbfgsb(x0, fun, args, jac, eps, box, report, options):
         return None
 
     state = {"func_evals": 1, "n_iter": 0}
-    hist = History(group["history_size"], n, x0.dtype)
+    reason, nit, _, f, g = run(f, g, state, on_iter)
+    return _array_result(objective, where(), f, g, nit, reason)
+
+
+def _run_lbfgsb(x0, fun, args, jac, eps, box, report, options):
+    """The lean path: LBFGS's L-BFGS-B iteration on a plain array (no Parameter, no closure)."""
+    from .lbfgs import LBFGS
+
+    max_iter, max_eval, gtol, tolerance_change, ftol = _stopping_options(
+        options, 15000, 15000, 2.2204460492503131e-09)
+    group = LBFGS._check_options(dict(
+        lr=options.pop("lr", 1), max_iter=max_iter, max_eval=max_eval, tolerance_grad=gtol,
+        tolerance_change=tolerance_change, history_size=options.pop("maxcor", 10),
+        line_search_fn="strong_wolfe"))
+    max_ls = options.pop("maxls", 20)
+    if isinstance(max_ls, bool) or not isinstance(max_ls, (int, np.integer)) or max_ls < 1:
+        raise ValueError(f"Invalid maxls: {max_ls!r} (expected an int >= 1)")
+    objective = _Objective(fun, x0, args, jac, eps)
+    space = _ArraySpace(objective.fg, x0)
+    hist = History(group["history_size"], x0.size, x0.dtype)
     run_options = dict(max_iter=group["max_iter"], max_eval=group["max_eval"], max_ls=max_ls,
                        tolerance_grad=group["tolerance_grad"],
                        tolerance_change=group["tolerance_change"], lr=float(group["lr"]))
-    reason, nit, _, f, g = lbfgsb_run(space, x0, f, g, state, hist, box, run_options, on_iter)
-    return _array_result(objective, space.x, f, g, nit, reason)
+
+    def run(f, g, state, on_iter):
+        return lbfgsb_run(space, x0, f, g, state, hist, box, run_options, on_iter)
+
+    return _run_lean(objective, x0, report, ftol, run, lambda: space.x)
 
 
 def _run_cg(x0, fun, args, jac, eps, report, options):
     """The lean path: CG's loop (``cg.cg_run``) on a plain array, no Parameter or closure API."""
     from .cg import CG, cg_run
 
-    n = x0.size
-    maxfun = options.pop("maxfun", options.pop("maxfev", None))
+    max_iter, max_eval, gtol, tolerance_change, ftol = _stopping_options(
+        options, 200 * x0.size, _HUGE, 0.0)
     group = CG._check_options(dict(
-        max_iter=options.pop("maxiter", 200 * n), max_eval=_HUGE if maxfun is None else maxfun,
-        tolerance_grad=options.pop("gtol", 1e-5),
-        tolerance_change=options.pop("tolerance_change", 0.0),
-        beta=options.pop("beta", "PR+"),
+        max_iter=max_iter, max_eval=max_eval, tolerance_grad=gtol,
+        tolerance_change=tolerance_change, beta=options.pop("beta", "PR+"),
         # scipy's CG restarts only on a bad direction, never periodically;
         # a restart every n iterations stalls on badly scaled problems.
         restart_every=options.pop("restart_every", None) or _HUGE,
         c1=options.pop("c1", 1e-4), c2=options.pop("c2", 0.4)))
-    ftol = options.pop("ftol", 0.0)
-    if isinstance(ftol, bool) or not isinstance(ftol, (int, float, np.number)) or not ftol >= 0:
-        raise ValueError(f"Invalid ftol: {ftol!r} (expected a number >= 0)")
     objective = _Objective(fun, x0, args, jac, eps)
     flat = FlatArray(x0)
 
@@ -408,25 +422,10 @@ def _run_cg(x0, fun, args, jac, eps, report, options):
         f, flat.grad = objective.fg(flat.x)
         return f
 
-    f = closure()
-    g = flat.grad
-    if not (math.isfinite(f) and np.isfinite(g).all()):
-        return _array_result(objective, x0, math.nan, g, 0, "nonfinite",
-                             f"the loss or gradient is not finite at x0 (loss={f})")
+    def run(f, g, state, on_iter):
+        return cg_run(flat, closure, state, group, f, g, MAX_LS, on_iter)
 
-    def on_iter(loss, prev_loss):
-        if report is not None:
-            try:
-                report(OptimizeResult(x=flat.x.copy(), fun=loss))
-            except StopIteration:
-                return "callback"
-        if ftol > 0 and prev_loss - loss <= ftol * max(abs(prev_loss), abs(loss), 1.0):
-            return "ftol"
-        return None
-
-    state = {"func_evals": 1, "n_iter": 0}
-    reason, nit, _, f, g = cg_run(flat, closure, state, group, f, g, MAX_LS, on_iter)
-    return _array_result(objective, flat.x, f, g, nit, reason)
+    return _run_lean(objective, x0, report, ftol, run, lambda: flat.x)
 
 
 def _array_result(objective, x, f, g, nit, reason, extra=None):

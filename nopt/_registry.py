@@ -1,26 +1,31 @@
 """What the package itself knows about each update rule: the registry's core.
 
-One :class:`Rule` per nopt optimizer that has an elementwise update: its
-NumPy reference (:mod:`nopt._reference`), how ``python -m nopt.bench`` and
-the asv suite benchmark it, and the memory streams its step moves. The
-test table (``tests/optim_db``) builds on these records and adds what only
+One :class:`Entry` per nopt optimizer that has an elementwise update: its
+NumPy reference (:mod:`nopt._reference`) and how ``python -m nopt.bench``
+and the asv suite benchmark it. The facts of the kernel itself are not
+repeated here: an optimizer with a rule spec (``RULE = Rule(...)``, its
+class's ``rule``, :mod:`nopt._kernels._spec`) gives the streams its step
+moves from that spec; only optimizers with kernels of their own (Adafactor,
+Adan, LAMB, LARS, the schedule-free pair's group-level plan) state them. The
+test table (``tests/optim_db``) builds on these entries and adds what only
 the tests need (option grids, invalid inputs, capability flags); the bench
 and the benchmarks iterate :data:`RULES` and need nothing outside the
 package.
 
-Adding an optimizer: add its :class:`Rule` here (and its reference to
+Adding an optimizer: add its :class:`Entry` here (and its reference to
 :mod:`nopt._reference`), then its record to ``tests/optim_db``.
 """
 import dataclasses
+import functools
 from typing import Callable
 
 from . import _reference
 
-__all__ = ["Rule", "RULES"]
+__all__ = ["Entry", "RULES"]
 
 
 @dataclasses.dataclass(frozen=True)
-class Rule:
+class Entry:
     """One update rule, as the package knows it.
 
     Attributes
@@ -34,9 +39,11 @@ class Rule:
         every array at once (``.step()``), for a rule with a global scalar.
     bench_kwargs : dict
         Constructor hyperparameters for the bench (nopt, NumPy and torch alike).
-    n_read, n_write : int
+    reads, writes : int, optional
         Streams read and written back per element by the step's first (or
-        only) pass over memory.
+        only) pass over memory, for an optimizer without a rule spec; with
+        one, leave them out: :attr:`n_read` and :attr:`n_write` come from
+        the spec.
     passes : tuple of (int, int)
         The ``(n_read, n_write)`` of each further pass, for rules that must
         reduce before they can update (LAMB, LARS, Prodigy, Adafactor).
@@ -62,11 +69,33 @@ class Rule:
     name: str
     reference: Callable
     bench_kwargs: dict
-    n_read: int
-    n_write: int
+    reads: int = None
+    writes: int = None
     torch_fused: bool = False
     passes: tuple = ()
     per_array: bool = True
+
+    @property
+    def spec(self):
+        """The optimizer's rule spec (:class:`nopt._kernels._spec.Rule`), or None."""
+        import nopt
+
+        return getattr(nopt, self.name).rule
+
+    @property
+    def n_read(self):
+        """Streams read per element by one step (param, grad and the state arrays)."""
+        return self._streams()[0]
+
+    @property
+    def n_write(self):
+        """Streams written back per element by one step (param and the state arrays)."""
+        return self._streams()[1]
+
+    def _streams(self):
+        if self.reads is not None:
+            return self.reads, self.writes
+        return _spec_streams(self.name, tuple(sorted(self.bench_kwargs.items())))
 
     @property
     def all_passes(self):
@@ -84,43 +113,60 @@ class Rule:
         return 4 * self.streams
 
 
+@functools.lru_cache(maxsize=None)
+def _spec_streams(name, bench_items):
+    """(read, written) streams of the spec's kernel under the bench's options.
+
+    The kernel reads ``param``, ``grad`` and every state array the group's
+    options switch on, and writes all but ``grad`` back.
+    """
+    import numpy as np
+
+    import nopt
+
+    cls = getattr(nopt, name)
+    group = cls([nopt.Parameter(np.zeros(1))], **dict(bench_items)).param_groups[0]
+    keys, _ = cls.rule.resolve(group)
+    return 2 + len(keys), 1 + len(keys)
+
+
 def _rules(*rules):
     return {r.name: r for r in rules}
 
 
 # Benchmarked at torch's defaults, except SGD with momentum (plain SGD has no state).
 RULES = _rules(
-    Rule("SGD", _reference.sgd, dict(lr=1e-3, momentum=0.9), 3, 2, torch_fused=True),
-    Rule("Adam", _reference.adam, dict(lr=1e-3), 4, 3, torch_fused=True),
-    Rule("AdamW", _reference.adam, dict(lr=1e-3), 4, 3, torch_fused=True),
-    Rule("Adamax", _reference.adamax, dict(lr=2e-3), 4, 3),
-    Rule("NAdam", _reference.nadam, dict(lr=2e-3), 4, 3),
-    Rule("RAdam", _reference.radam, dict(lr=1e-3), 4, 3),
-    Rule("Adagrad", _reference.adagrad, dict(lr=1e-2), 3, 2, torch_fused=True),
-    Rule("Adadelta", _reference.adadelta, dict(lr=1.0), 4, 3),
-    Rule("RMSprop", _reference.rmsprop, dict(lr=1e-2), 3, 2),
-    Rule("Rprop", _reference.rprop, dict(lr=1e-2), 4, 3),
+    Entry("SGD", _reference.sgd, dict(lr=1e-3, momentum=0.9), torch_fused=True),
+    Entry("Adam", _reference.adam, dict(lr=1e-3), torch_fused=True),
+    Entry("AdamW", _reference.adam, dict(lr=1e-3), torch_fused=True),
+    Entry("Adamax", _reference.adamax, dict(lr=2e-3)),
+    Entry("NAdam", _reference.nadam, dict(lr=2e-3)),
+    Entry("RAdam", _reference.radam, dict(lr=1e-3)),
+    Entry("Adagrad", _reference.adagrad, dict(lr=1e-2), torch_fused=True),
+    Entry("Adadelta", _reference.adadelta, dict(lr=1.0)),
+    Entry("RMSprop", _reference.rmsprop, dict(lr=1e-2)),
+    Entry("Rprop", _reference.rprop, dict(lr=1e-2)),
     # ASGD writes ax without reading it while mu == 1; a written stream costs
     # a read too (write-allocate), so it counts as read and written.
-    Rule("ASGD", _reference.asgd, dict(lr=1e-2), 3, 2),
+    Entry("ASGD", _reference.asgd, dict(lr=1e-2)),
     # Adafactor needs RMS(update) before it updates: two passes over a vector,
     # p, g, v read and v written, then p, g, v read and p written (32 bytes).
     # Its factored 2-D case is benchmarked by benchmarks/bench_matrix.py.
-    Rule("Adafactor", _reference.adafactor, dict(lr=1e-2), 3, 1, passes=((3, 1),)),
+    Entry("Adafactor", _reference.adafactor, dict(lr=1e-2), 3, 1, passes=((3, 1),)),
     # Beyond torch.optim (nopt/_kernels/beyond.pxi; no torch peers).
-    Rule("Lion", _reference.lion, dict(lr=1e-4), 3, 2),
-    Rule("AdaBelief", _reference.adabelief, dict(lr=1e-3), 4, 3),
-    Rule("Adan", _reference.adan, dict(lr=1e-3), 6, 5),
-    Rule("ScheduleFreeSGD", _reference.schedule_free_sgd, dict(lr=1.0), 3, 2),
-    Rule("ScheduleFreeAdamW", _reference.schedule_free_adamw, dict(lr=2.5e-3), 4, 3),
+    Entry("Lion", _reference.lion, dict(lr=1e-4)),
+    Entry("AdaBelief", _reference.adabelief, dict(lr=1e-3)),
+    Entry("Adan", _reference.adan, dict(lr=1e-3), 6, 5),
+    Entry("ScheduleFreeSGD", _reference.schedule_free_sgd, dict(lr=1.0), 3, 2),
+    Entry("ScheduleFreeAdamW", _reference.schedule_free_adamw, dict(lr=2.5e-3), 4, 3),
     # LAMB: moments and norms (p, g, m, v read; m, v written), then the
     # update (p, m, v read; p written): 40 bytes.
-    Rule("LAMB", _reference.lamb, dict(lr=1e-3), 4, 2, passes=((3, 1),)),
+    Entry("LAMB", _reference.lamb, dict(lr=1e-3), 4, 2, passes=((3, 1),)),
     # LARS: the norms (p, g read), then the update (p, g, buf read; p, buf
     # written): 28 bytes.
-    Rule("LARS", _reference.lars, dict(lr=1.0), 2, 0, passes=((3, 2),)),
+    Entry("LARS", _reference.lars, dict(lr=1.0), 2, 0, passes=((3, 2),)),
     # Prodigy: the two global sums (p, g, p0, s read; s written), then, with
     # the new d, the moments and the update (p, g, m, v read; p, m, v
     # written): 48 bytes. Its reference steps every array (d is global).
-    Rule("Prodigy", _reference.Prodigy, dict(lr=1.0), 4, 1, passes=((4, 3),), per_array=False),
+    Entry("Prodigy", _reference.Prodigy, dict(lr=1.0), 4, 1, passes=((4, 3),), per_array=False),
 )

@@ -36,8 +36,11 @@ def accept_torch_options(init):
     """Return ``init`` wrapped to take (and check, then drop) torch's kernel options.
 
     Left as it is when it does not take ``params`` first (a wrapper around
-    another optimizer), names one of the options itself, or takes
-    ``**kwargs`` (it forwards them to a wrapped parent, which checks them).
+    another optimizer) or takes ``**kwargs`` (it forwards them to a wrapped
+    parent, which checks them). An option ``init`` names itself sits where
+    torch's signature has it (ASGD's positional ``foreach``, before
+    ``maximize``), so a torch call binds the same; it is checked here too,
+    and ``init`` ignores it.
     """
     try:
         signature = inspect.signature(init)
@@ -45,21 +48,29 @@ def accept_torch_options(init):
         return init
     parameters = list(signature.parameters.values())
     names = [p.name for p in parameters]
-    if (len(names) < 2 or names[1] != "params" or any(n in TORCH_OPTIONS for n in names)
+    if (len(names) < 2 or names[1] != "params"
             or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)):
         return init
+    own = tuple(n for n in names if n in TORCH_OPTIONS)
+    extra = tuple(n for n in TORCH_OPTIONS if n not in own)
 
     @functools.wraps(init)
-    def __init__(self, *args, foreach=None, fused=None, capturable=False, differentiable=False,
-                 **kwargs):
+    def __init__(self, *args, **kwargs):
         cls_name = type(self).__name__
-        _check(cls_name, "foreach", foreach)
-        _check(cls_name, "fused", fused)
-        _check(cls_name, "capturable", capturable)
-        _check(cls_name, "differentiable", differentiable)
+        for name in extra:
+            _check(cls_name, name, kwargs.pop(name, TORCH_OPTIONS[name][0]))
+        if own:
+            try:
+                given = signature.bind(self, *args, **kwargs).arguments
+            except TypeError:
+                given = {}  # init raises Python's own error for the call
+            for name in own:
+                if name in given:
+                    _check(cls_name, name, given[name])
         init(self, *args, **kwargs)
 
     # functools.wraps sets __wrapped__: inspect.signature(cls) shows the
     # optimizer's own arguments, unchanged (torch's options are compatibility
-    # only, documented on Optimizer), so help() and signature checks see them.
+    # only, documented on Optimizer, and shown only where torch takes them by
+    # position), so help() and signature checks see them.
     return __init__

@@ -90,8 +90,9 @@ class Adagrad(Optimizer):
 
     rule = RULE
 
+    # foreach: torch's, at torch's position (checked and dropped by the base class).
     def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0,
-                 initial_accumulator_value=0, eps=1e-10, *, maximize=False):
+                 initial_accumulator_value=0, eps=1e-10, foreach=None, *, maximize=False):
         if not 0.0 <= lr:
             raise ValueError(f"Invalid learning rate: {lr}")
         if not 0.0 <= lr_decay:

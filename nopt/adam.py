@@ -73,15 +73,25 @@ def _decay_terms(group):
     return 1.0, wd
 
 
+def moment_args(group):
+    """The args of the spec piece ``adam_moments`` (nopt/_kernels/_spec.py), in its order.
+
+    ``(sign, decay, wd, w, beta2, one_minus_beta2)``: -1 to maximize, the
+    decoupled factor and the coupled L2 term (:func:`_decay_terms`), the lerp
+    weight ``1 - beta1``, ``beta2`` and ``1 - beta2``.
+    """
+    beta1, beta2 = group["betas"]
+    decay, l2 = _decay_terms(group)
+    return (-1.0 if group["maximize"] else 1.0, decay, l2, 1 - beta1, beta2, 1 - beta2)
+
+
 # ---------------------------------------------------------------- Adam
 def _adam_scalars(group, step):
     beta1, beta2 = group["betas"]
-    sign = -1.0 if group["maximize"] else 1.0
-    decay, l2 = _decay_terms(group)
     bias_correction1 = 1 - beta1 ** step
     bias_correction2 = 1 - beta2 ** step
-    return (sign, decay, l2, 1 - beta1, beta2, 1 - beta2, 1 / bias_correction2 ** 0.5,
-            group["eps"], -(group["lr"] / bias_correction1))
+    return moment_args(group) + (1 / bias_correction2 ** 0.5, group["eps"],
+                                 -(group["lr"] / bias_correction1))
 
 
 # Order of operations: torch's single-tensor Adam. ``lerp`` is torch's
@@ -95,21 +105,9 @@ RULE = Rule(
           "neg_step"),
     derived=(("w_minus_1", "w_t - 1"),),
     flags=(("coupled", "wd != 0"), ("small", "fabs_(w_t) < 0.5"), ("amsgrad", None)),
+    pieces=("adam_moments",),
     body="""
-cdef floating g = sign * grad[j]
-cdef floating p = param[j] * decay
-cdef floating m = exp_avg[j]
-cdef floating v = exp_avg_sq[j]
 cdef floating vmax, d
-if coupled:
-    g = g + wd * p
-if small:
-    m = m + w * (g - m)
-else:
-    m = g + w_minus_1 * (g - m)
-v = v * beta2 + one_minus_beta2 * g * g
-exp_avg[j] = m
-exp_avg_sq[j] = v
 if amsgrad:
     vmax = max_nan(max_exp_avg_sq[j], v)
     max_exp_avg_sq[j] = vmax
@@ -180,7 +178,6 @@ class Adam(Optimizer):
     """
 
     rule = RULE
-    _option_state = (("amsgrad", "max_exp_avg_sq"),)  # checked at load
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  amsgrad=False, *, maximize=False, decoupled_weight_decay=False):

@@ -107,8 +107,11 @@ class ASGD(Optimizer):
 
     rule = RULE
 
-    def __init__(self, params, lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, weight_decay=0, *,
-                 maximize=False):
+    # torch's signature, positions included (ASGD(params, ..., weight_decay, None, True)
+    # maximizes); foreach, differentiable and capturable are checked and dropped by the
+    # base class (nopt._torch_options).
+    def __init__(self, params, lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, weight_decay=0,
+                 foreach=None, maximize=False, differentiable=False, capturable=False):
         if not 0.0 <= lr:
             raise ValueError(f"Invalid learning rate: {lr}")
         if not 0.0 <= weight_decay:

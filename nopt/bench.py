@@ -25,7 +25,7 @@ Cases are ``{arrays}x{elements}[-flat][-f64]`` (``K``/``M`` = 2**10/2**20):
 arrays of 1000 in one flat buffer, ``1x8M-f64`` float64.
 
 Bytes moved per element (``BYTES``), the roofline's definition, the same
-for every rule (:class:`nopt._registry.Rule`): each pass over memory that
+for every rule (:class:`nopt._registry.Entry`): each pass over memory that
 the algorithm needs is counted, a stream read once counts once, a stream
 written in place twice (read, then written back). A rule that must finish
 a reduction (a norm, a global sum) before it can update makes one pass for
@@ -98,7 +98,7 @@ from ._registry import RULES
 __all__ = ["OPTIMIZERS", "BYTES", "DEFAULT_CASES", "QUICK_CASES", "Case", "parse_case", "run", "main"]
 
 
-# name -> nopt._registry.Rule: every optimizer the bench knows (kwargs, streams, NumPy peer).
+# name -> nopt._registry.Entry: every optimizer the bench knows (kwargs, streams, NumPy peer).
 OPTIMIZERS = RULES
 
 # Bytes per float32 element of each optimizer's step (float64: twice).

@@ -3,7 +3,7 @@ import math
 
 import numpy as np
 
-from ._closure_optimizer import ClosureOptimizer, absmax as _absmax, stop_reason
+from ._closure_optimizer import ClosureOptimizer, Method, absmax as _absmax, iterate
 from ._linesearch import ClosureLine, StepReport, check_common_options, wolfe_search
 
 __all__ = ["CG"]
@@ -157,132 +157,101 @@ class CG(ClosureOptimizer):
 def cg_run(flat, closure, state, group, loss, g, max_ls, on_iter=None):
     """CG iterations from the parameters ``flat`` (loss ``loss``, flat gradient ``g``).
 
-    The loop of :meth:`CG.step`, on anything with :class:`FlatParams`'s
-    methods, so ``nopt.minimize`` runs it on a plain array. Advances
-    ``state["n_iter"]`` and ``state["func_evals"]`` and writes ``d``, ``t``,
-    ``prev_flat_grad``, ``prev_loss``, ``n_since_restart`` on exit.
+    :func:`nopt._closure_optimizer.iterate` with CG's direction
+    (:class:`_Conjugate`), on anything with :class:`FlatParams`'s methods, so
+    ``nopt.minimize`` runs it on a plain array. Advances ``state["n_iter"]``
+    and ``state["func_evals"]`` and writes ``d``, ``t``, ``prev_flat_grad``,
+    ``prev_loss``, ``n_since_restart`` on exit.
 
     Returns
     -------
     reason, n_iter, n_evals, loss, g
     """
-    max_iter = group["max_iter"]
-    max_eval = group["max_eval"]
-    tolerance_grad = group["tolerance_grad"]
-    tolerance_change = group["tolerance_change"]
-    rule = group["beta"]
-    c1, c2 = group["c1"], group["c2"]
-    restart_every = group["restart_every"] or max(flat.numel, 1)
-    current_evals = 1
-    if _absmax(g) <= tolerance_grad:
-        return "gtol", 0, 1, loss, g
-    x0_buffer = np.empty(flat.numel, dtype=flat.dtype)
-    line = None
+    return iterate(_Conjugate(flat, state, group, max_ls), closure, state, group, loss, g, on_iter)
 
-    def search(d, gtd, old_f, max_evals, extra):
-        nonlocal line
-        x0 = flat.get(x0_buffer)
-        line = ClosureLine(flat, closure, x0, d, 1.0, loss, g, gtd, max_evals, max_ls)
-        return wolfe_search(line, old_f0=old_f, c1=c1, c2=c2, extra_condition=extra)
 
-    d = state.get("d")
-    t = state.get("t")
-    prev_g = state.get("prev_flat_grad")
-    prev_loss = state.get("prev_loss")
-    since = state.get("n_since_restart", 0)
+class _Conjugate(Method):
+    """CG's part of the iteration: the beta rule, scipy's Wolfe search, restarts along -g."""
 
-    n_iter = 0
-    reason = "max_iter"
-    try:
-        while n_iter < max_iter:
-            n_iter += 1
-            state["n_iter"] += 1
-            gg = float(np.dot(g, g))
+    def __init__(self, flat, state, group, max_ls):
+        super().__init__(flat, state)
+        self.rule = group["beta"]
+        self.c1, self.c2 = group["c1"], group["c2"]
+        self.tolerance_grad = group["tolerance_grad"]
+        self.restart_every = group["restart_every"] or max(flat.numel, 1)
+        self.max_ls = max_ls
+        self.since = state.get("n_since_restart", 0)
+        self.x0 = np.empty(flat.numel, dtype=flat.dtype)
 
-            # ---- direction
-            restarted = True
-            if d is None or prev_g is None or since + 1 >= restart_every or not t:
+    def direction(self, g, loss, prev_loss):
+        d, prev_g, since = self.d, self.prev_g, self.since
+        gg = float(np.dot(g, g))
+        self.restarted = True
+        if d is None or prev_g is None or since + 1 >= self.restart_every or not self.t:
+            d = np.negative(g)
+        else:
+            dg1 = float(np.dot(d, g))
+            beta = _beta(self.rule, gg, float(np.dot(g, prev_g)), float(np.dot(prev_g, prev_g)),
+                         dg1, float(np.dot(d, prev_g)))
+            # -g.g + beta d.g is the new g.d: test descent before forming d.
+            if math.isfinite(beta) and -gg + beta * dg1 <= -SIGMA * gg:
+                d = d * beta
+                d -= g
+                self.restarted = False
+            else:
                 d = np.negative(g)
-            else:
-                dg1 = float(np.dot(d, g))
-                beta = _beta(rule, gg, float(np.dot(g, prev_g)), float(np.dot(prev_g, prev_g)),
-                             dg1, float(np.dot(d, prev_g)))
-                # -g.g + beta d.g is the new g.d: test descent before forming d.
-                if math.isfinite(beta) and -gg + beta * dg1 <= -SIGMA * gg:
-                    d = d * beta
-                    d -= g
-                    restarted = False
-                else:
-                    d = np.negative(g)
-            since = 0 if restarted else since + 1
+        self.since = 0 if self.restarted else since + 1
+        self.d, self.g, self.gg, self.loss = d, g, gg, loss
+        # scipy's first trial step min(1, 2.02 (f - old_f) / g.d) needs
+        # a decrease since the last iterate; without one (first
+        # iteration, or the last search failed) scipy's start-up guess
+        # old_f = f + |g|/2 makes the first step about 1/|g| long.
+        if prev_loss is not None and prev_loss > loss:
+            self.old_f = prev_loss
+        else:
+            self.old_f = loss + math.sqrt(gg) / 2
+        self.prev_g = g
+        self.lines = []
+        return float(np.dot(g, d))
 
-            gtd = float(np.dot(g, d))
-            # scipy's first trial step min(1, 2.02 (f - old_f) / g.d) needs
-            # a decrease since the last iterate; without one (first
-            # iteration, or the last search failed) scipy's start-up guess
-            # old_f = f + |g|/2 makes the first step about 1/|g| long.
-            if prev_loss is not None and prev_loss > loss:
-                old_f = prev_loss
-            else:
-                old_f = loss + math.sqrt(gg) / 2
-            prev_g = g
-            prev_loss = loss
-            if gtd > -tolerance_change:
-                reason = "not_descent"
-                t = 0.0
-                break
+    def not_descent(self):
+        self.t = 0.0
 
-            # ---- line search
-            # No test when the next iteration restarts anyway.
-            extra = None if since + 1 >= restart_every else _descent_test(
-                rule, g, d, gtd, tolerance_grad)
-            ls_evals = 0
-            lines = []
-            try:
-                res = search(d, gtd, old_f, max_eval - current_evals, extra)
-                lines.append(line)
-                ls_evals = res.n_evals
-                if not res.ok and res.reason != "max_eval" and not restarted:
-                    d = np.negative(g)
-                    since = 0
-                    gtd = -gg
-                    extra = None if restart_every <= 1 else _descent_test(
-                        rule, g, d, gtd, tolerance_grad)
-                    res = search(d, gtd, old_f, max_eval - current_evals - ls_evals, extra)
-                    lines.append(line)
-                    ls_evals += res.n_evals
-            except BaseException:
-                t = 0.0
-                state["func_evals"] += ls_evals + (line.n_evals if line is not None else 0)
-                raise
-            current_evals += ls_evals
-            state["func_evals"] += ls_evals
-            if not res.ok:
-                t = 0.0
-                reason = res.reason
-                # Leave the lowest point the failed searches saw, if below.
-                for line in lines:
-                    best = line.best_point()
-                    if best is not None and best[0] < loss:
-                        loss, x_best, g = best
-                        flat.set(x_best)
-                break
-            t, loss, g = res.t, res.loss, res.grad
+    def search(self, gtd, calls, budget, last):
+        # No descent test when the next iteration restarts anyway.
+        extra = None if self.since + 1 >= self.restart_every else _descent_test(
+            self.rule, self.g, self.d, gtd, self.tolerance_grad)
+        x0 = self.flat.get(self.x0)
+        line = ClosureLine(self.flat, calls, x0, self.d, 1.0, self.loss, self.g, gtd, budget,
+                           self.max_ls)
+        self.lines.append(line)
+        return wolfe_search(line, old_f0=self.old_f, c1=self.c1, c2=self.c2,
+                            extra_condition=extra)
 
-            # ---- stopping tests (shared with LBFGS)
-            reason = stop_reason(on_iter, loss, prev_loss, n_iter, max_iter, current_evals,
-                                 max_eval, _absmax(g), tolerance_grad,
-                                 max(d.max(), -d.min()) * t, tolerance_change)
-            if reason:
-                break
-    finally:
-        state["d"] = d
-        state["t"] = t
-        state["prev_flat_grad"] = prev_g
-        state["prev_loss"] = prev_loss
-        state["n_since_restart"] = since
+    def restart(self, g):
+        """A failed search along a conjugate direction is tried once more along -g."""
+        if self.restarted:
+            return None
+        self.restarted = True
+        self.d = np.negative(g)
+        self.since = 0
+        return -self.gg
 
-    return reason or "max_iter", n_iter, current_evals, loss, g
+    def best(self, loss, g):
+        # Leave the lowest point the failed searches saw, if below.
+        for line in self.lines:
+            best = line.best_point()
+            if best is not None and best[0] < loss:
+                loss, x_best, g = best
+                self.flat.set(x_best)
+        return loss, g
+
+    def step_max(self):
+        return max(self.d.max(), -self.d.min()) * self.t
+
+    def save(self, state, prev_loss):
+        super().save(state, prev_loss)
+        state["n_since_restart"] = self.since
 
 
 def _descent_test(rule, g0, d, dg0, tolerance_grad):

@@ -3,11 +3,12 @@ import math
 
 import numpy as np
 
-from ._closure_optimizer import ClosureOptimizer, absmax as _absmax, stop_reason
+from ._closure_optimizer import ClosureOptimizer, Method, absmax as _absmax, iterate
 from ._lbfgsb import Box, History, check_param_bounds, lbfgsb_run
 from ._linesearch import (
     ClosureSpace,
     NonFiniteError,
+    SearchResult,
     StepReport,
     call_closure,
     check_common_options,
@@ -205,120 +206,99 @@ class LBFGS(ClosureOptimizer):
 
     def _fixed_step(self, closure, group, flat, state, on_iter):
         """torch's LBFGS iteration with a fixed step (no line search)."""
-        lr = group["lr"]
-        max_iter = group["max_iter"]
-        max_eval = group["max_eval"]
-        tolerance_grad = group["tolerance_grad"]
-        tolerance_change = group["tolerance_change"]
-        history_size = group["history_size"]
-        S = flat.dtype.type
-        orig_loss, loss, flat_grad, gmax = self._first_evaluation(closure, flat, state)
-        current_evals = 1
-        if gmax <= tolerance_grad:
-            self.last_step = StepReport("gtol", 0, 1, loss, flat_grad)
-            return orig_loss
-
-        d = state.get("d")
-        t = state.get("t")
-        old_dirs = state.get("old_dirs")
-        old_stps = state.get("old_stps")
-        ro = state.get("ro")
-        H_diag = state.get("H_diag")
-        prev_flat_grad = state.get("prev_flat_grad")
-        prev_loss = state.get("prev_loss")
-
-        n_iter = 0
-        reason = "max_iter"
-        try:
-            while n_iter < max_iter:
-                n_iter += 1
-                state["n_iter"] += 1
-
-                # ---- direction
-                if state["n_iter"] == 1:
-                    d = np.negative(flat_grad)
-                    old_dirs, old_stps, ro = [], [], []
-                    H_diag = 1
-                else:
-                    y = flat_grad - prev_flat_grad
-                    s = d * S(t)
-                    ys = np.dot(y, s)
-                    if ys > 1e-10:  # torch's absolute test
-                        if len(old_dirs) == history_size:
-                            old_dirs.pop(0)
-                            old_stps.pop(0)
-                            ro.pop(0)
-                        old_dirs.append(y)
-                        old_stps.append(s)
-                        ro.append(float(S(1.0) / ys))
-                        H_diag = float(ys / np.dot(y, y))
-                    if not isinstance(state.get("al"), list) or len(state["al"]) < len(old_dirs):
-                        state["al"] = [None] * history_size
-                    d = _two_loop(flat_grad, old_dirs, old_stps, ro, H_diag, state["al"], S)
-
-                if prev_flat_grad is None or prev_flat_grad.shape != flat_grad.shape:
-                    prev_flat_grad = flat_grad.copy()
-                else:
-                    np.copyto(prev_flat_grad, flat_grad)
-                prev_loss = loss
-
-                # ---- step length
-                if state["n_iter"] == 1:
-                    t = float(min(1.0, 1.0 / np.abs(flat_grad).sum()) * lr)
-                else:
-                    t = float(lr)
-                gtd = np.dot(flat_grad, d)
-                if gtd > -tolerance_change:
-                    reason = "not_descent"
-                    break
-
-                ls_func_evals = 0
-                x_prev = flat.get(self._x0_buffer(flat))
-                flat.add_(t, d)
-                if n_iter != max_iter:
-                    try:
-                        new_loss = call_closure(closure)
-                        new_grad = flat.gather_grad()
-                    except BaseException:
-                        flat.set(x_prev)
-                        t = 0.0
-                        state["func_evals"] += 1
-                        raise
-                    ls_func_evals = 1
-                    gmax = _absmax(new_grad)
-                    if not (math.isfinite(new_loss) and math.isfinite(gmax)):
-                        flat.set(x_prev)
-                        current_evals += 1
-                        state["func_evals"] += 1
-                        t = 0.0
-                        raise NonFiniteError(
-                            f"LBFGS: the closure returned a non-finite loss or gradient "
-                            f"(loss={new_loss}) after a fixed step; the parameters were put "
-                            "back (lower lr, or use line_search_fn='strong_wolfe')"
-                        )
-                    loss, flat_grad = new_loss, new_grad
-                current_evals += ls_func_evals
-                state["func_evals"] += ls_func_evals
-
-                # ---- stopping tests
-                reason = stop_reason(on_iter, loss, prev_loss, n_iter, max_iter, current_evals,
-                                     max_eval, _absmax(flat_grad) if ls_func_evals else math.inf,
-                                     tolerance_grad, max(d.max(), -d.min()) * abs(S(t)),
-                                     tolerance_change)
-                if reason:
-                    break
-        finally:
-            state["d"] = d
-            state["t"] = t
-            state["old_dirs"] = old_dirs
-            state["old_stps"] = old_stps
-            state["ro"] = ro
-            state["H_diag"] = H_diag
-            state["prev_flat_grad"] = prev_flat_grad
-            state["prev_loss"] = prev_loss
-
-        self.last_step = StepReport(reason or "max_iter", n_iter, current_evals, loss, flat_grad)
+        orig_loss, loss, flat_grad, _ = self._first_evaluation(closure, flat, state)
+        method = _FixedStep(flat, state, group, self._x0_buffer(flat))
+        self.last_step = StepReport(*iterate(method, closure, state, group, loss, flat_grad,
+                                             on_iter))
         return orig_loss
+
+
+class _FixedStep(Method):
+    """torch's L-BFGS part of the iteration: the two-loop direction and a fixed step."""
+
+    def __init__(self, flat, state, group, x0_buffer):
+        super().__init__(flat, state)
+        self.state = state
+        self.lr = group["lr"]
+        self.history_size = group["history_size"]
+        self.S = flat.dtype.type
+        self.x0 = x0_buffer
+        self.old_dirs = state.get("old_dirs")
+        self.old_stps = state.get("old_stps")
+        self.ro = state.get("ro")
+        self.H_diag = state.get("H_diag")
+
+    def direction(self, flat_grad, loss, prev_loss):
+        state, S = self.state, self.S
+        if state["n_iter"] == 1:
+            self.d = np.negative(flat_grad)
+            self.old_dirs, self.old_stps, self.ro = [], [], []
+            self.H_diag = 1
+        else:
+            old_dirs, old_stps, ro = self.old_dirs, self.old_stps, self.ro
+            y = flat_grad - self.prev_g
+            s = self.d * S(self.t)
+            ys = np.dot(y, s)
+            if ys > 1e-10:  # torch's absolute test
+                if len(old_dirs) == self.history_size:
+                    old_dirs.pop(0)
+                    old_stps.pop(0)
+                    ro.pop(0)
+                old_dirs.append(y)
+                old_stps.append(s)
+                ro.append(float(S(1.0) / ys))
+                self.H_diag = float(ys / np.dot(y, y))
+            if not isinstance(state.get("al"), list) or len(state["al"]) < len(old_dirs):
+                state["al"] = [None] * self.history_size
+            self.d = _two_loop(flat_grad, old_dirs, old_stps, ro, self.H_diag, state["al"], S)
+
+        if self.prev_g is None or self.prev_g.shape != flat_grad.shape:
+            self.prev_g = flat_grad.copy()
+        else:
+            np.copyto(self.prev_g, flat_grad)
+
+        # The step length: a fixed one, shorter on the very first iteration.
+        if state["n_iter"] == 1:
+            self.t = float(min(1.0, 1.0 / np.abs(flat_grad).sum()) * self.lr)
+        else:
+            self.t = float(self.lr)
+        return np.dot(flat_grad, self.d)
+
+    def search(self, gtd, calls, budget, last):
+        """Step by ``t d``; evaluate there, except after the step's last iteration (as torch)."""
+        flat = self.flat
+        x_prev = flat.get(self.x0)
+        flat.add_(self.t, self.d)
+        if last:
+            return SearchResult(True, self.t, None, None, None, 0, None)
+        try:
+            new_loss = call_closure(calls)
+            new_grad = flat.gather_grad()
+        except BaseException:
+            flat.set(x_prev)
+            raise
+        if not (math.isfinite(new_loss) and math.isfinite(_absmax(new_grad))):
+            flat.set(x_prev)
+            raise NonFiniteError(
+                f"LBFGS: the closure returned a non-finite loss or gradient "
+                f"(loss={new_loss}) after a fixed step; the parameters were put "
+                "back (lower lr, or use line_search_fn='strong_wolfe')"
+            )
+        return SearchResult(True, self.t, new_loss, new_grad, None, 1, None)
+
+    def step_max(self):
+        return max(self.d.max(), -self.d.min()) * abs(self.S(self.t))
+
+    def save(self, state, prev_loss):
+        # torch's keys, in torch's order.
+        state["d"] = self.d
+        state["t"] = self.t
+        state["old_dirs"] = self.old_dirs
+        state["old_stps"] = self.old_stps
+        state["ro"] = self.ro
+        state["H_diag"] = self.H_diag
+        state["prev_flat_grad"] = self.prev_g
+        state["prev_loss"] = prev_loss
 
 
 def _two_loop(flat_grad, old_dirs, old_stps, ro, H_diag, al, S):

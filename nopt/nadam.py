@@ -2,7 +2,7 @@
 import struct
 
 from ._kernels._spec import Rule
-from .adam import _decay_terms, _validate
+from .adam import _validate, moment_args
 from .optimizer import Optimizer
 
 __all__ = ["NAdam"]
@@ -17,9 +17,7 @@ def _round_f32(x):
 
 def _scalars(group, step, mu_product):
     beta1, beta2 = group["betas"]
-    sign = -1.0 if group["maximize"] else 1.0
     lr, psi = group["lr"], group["momentum_decay"]
-    decay, l2 = _decay_terms(group)
     mu = beta1 * (1.0 - 0.5 * (0.96 ** (step * psi)))
     mu_next = beta1 * (1.0 - 0.5 * (0.96 ** ((step + 1) * psi)))
     # float32 product of float32 operands, as torch's `mu_product *= mu`
@@ -28,8 +26,7 @@ def _scalars(group, step, mu_product):
     mu_product_next = mu_product * mu_next
     c_grad = -lr * (1.0 - mu) / (1.0 - mu_product)
     c_avg = (-lr * mu_next) / (1.0 - mu_product_next)
-    args = (sign, decay, l2, 1 - beta1, beta2, 1 - beta2, 1 / (1 - beta2 ** step),
-            group["eps"], c_grad, c_avg)
+    args = moment_args(group) + (1 / (1 - beta2 ** step), group["eps"], c_grad, c_avg)
     return args, (mu_product,)
 
 
@@ -42,22 +39,9 @@ RULE = Rule(
           "c_avg"),
     derived=(("w_minus_1", "w_t - 1"),),
     flags=(("coupled", "wd != 0"), ("small", "fabs_(w_t) < 0.5")),
+    pieces=("adam_moments",),
     body="""
-cdef floating g = sign * grad[j]
-cdef floating p = param[j] * decay
-cdef floating m = exp_avg[j]
-cdef floating v = exp_avg_sq[j]
-cdef floating d
-if coupled:
-    g = g + wd * p
-if small:
-    m = m + w * (g - m)
-else:
-    m = g + w_minus_1 * (g - m)
-v = v * beta2 + one_minus_beta2 * g * g
-exp_avg[j] = m
-exp_avg_sq[j] = v
-d = fsqrt(v * inv_bc2) + eps
+cdef floating d = fsqrt(v * inv_bc2) + eps
 p = p + c_grad * g / d
 param[j] = p + c_avg * m / d
 """,

@@ -100,30 +100,40 @@ def _lock_of(optimizer):
 
 
 def _with_step_hooks(step):
+    """``step`` with the step hooks around it, and the optimizer's lock around the step alone.
+
+    The hooks run outside the lock, as code before and after ``step()``
+    does (torch has no lock: its hooks are plain calls before and after the
+    step). Under the lock a hook that waits on another thread using this
+    optimizer (``state_dict()`` from a checkpoint thread, or another step)
+    would deadlock; outside it the step itself stays atomic, and the other
+    thread's call runs before or after it.
+    """
     @functools.wraps(step)
     def wrapper(self, *args, **kwargs):
+        # Skip building chains when no hook is registered: this wrapper runs
+        # on every step, and a small model's step is a few microseconds.
+        # (A tuple snapshot: another thread may register a hook meanwhile.)
+        if _global_step_pre_hooks or self._optimizer_step_pre_hooks:
+            for hook in (*_global_step_pre_hooks.values(), *self._optimizer_step_pre_hooks.values()):
+                result = hook(self, args, kwargs)
+                if result is not None:
+                    if isinstance(result, tuple) and len(result) == 2:
+                        args, kwargs = result
+                    else:
+                        raise RuntimeError(
+                            f"{hook} must return None or a tuple of (new_args, new_kwargs), "
+                            f"but got {result}."
+                        )
         # One step at a time per optimizer (see _lock_of).
         lock = self.__dict__.get("_nopt_lock")
         with lock if lock is not None else _lock_of(self):
-            # Skip building chains when no hook is registered: this wrapper runs
-            # on every step, and a small model's step is a few microseconds.
-            if _global_step_pre_hooks or self._optimizer_step_pre_hooks:
-                for hook in chain(_global_step_pre_hooks.values(), self._optimizer_step_pre_hooks.values()):
-                    result = hook(self, args, kwargs)
-                    if result is not None:
-                        if isinstance(result, tuple) and len(result) == 2:
-                            args, kwargs = result
-                        else:
-                            raise RuntimeError(
-                                f"{hook} must return None or a tuple of (new_args, new_kwargs), "
-                                f"but got {result}."
-                            )
             out = step(self, *args, **kwargs)
             self._opt_called = True
-            if self._optimizer_step_post_hooks or _global_step_post_hooks:
-                for hook in chain(self._optimizer_step_post_hooks.values(), _global_step_post_hooks.values()):
-                    hook(self, args, kwargs)
-            return out
+        if self._optimizer_step_post_hooks or _global_step_post_hooks:
+            for hook in (*self._optimizer_step_post_hooks.values(), *_global_step_post_hooks.values()):
+                hook(self, args, kwargs)
+        return out
 
     wrapper._nopt_hooked = True
     return wrapper
@@ -1036,36 +1046,47 @@ class Optimizer:
                         f"{type(self).__name__} state needs {', '.join(self._required_state)}"
                     )
 
-        self._check_option_state(new_groups, new_state)
+        self._check_loaded(new_groups, new_state)
         self._flatten_state(new_groups, new_state)
         self.param_groups = new_groups
         self.state = new_state
         for hook in self._optimizer_load_state_dict_post_hooks.values():
             hook(self)
 
-    # (option, state key): a group whose ``option`` is on (truthy) needs
-    # ``state key`` in every non-empty state (checked at load).
-    _option_state = ()
+    def _check_loaded(self, groups, state):
+        """The last checks of a load, on the new groups and state, before anything changes.
+
+        Raise TypeError/ValueError to refuse the state dict (the optimizer is
+        then unchanged and no post-load hook runs); a subclass may normalise
+        the groups in place. By default: :meth:`_check_option_state`.
+        """
+        self._check_option_state(groups, state)
 
     def _check_option_state(self, groups, state):
-        """Raise ValueError if a loaded state lacks what its group's options need."""
-        if not self._option_state:
+        """Raise ValueError if a loaded state lacks an array its group's options need.
+
+        Derived from the rule's optional streams (``(key, init, when)`` in the
+        spec): with the switch ``when`` on for a group (Adam's ``amsgrad``,
+        RMSprop's momentum and ``centered``), every non-empty state of the
+        group must hold ``key``.
+        """
+        rule = self.rule
+        if rule is None or all(when is None for _, _, when in rule.state):
             return
-        ids = itertools.count()
+        switch_of = {key: when for key, _, when in rule.state if when is not None}
         for gi, group in enumerate(groups):
-            need = [key for option, key in self._option_state if group.get(option)]
+            need = [key for key in rule.resolve(group)[0] if key in switch_of]
             for pi, p in enumerate(group["params"]):
-                k = next(ids)
                 entry = state.get(p)
                 if not entry:
                     continue
                 lacking = [key for key in need if entry.get(key) is None]
                 if lacking:
-                    on = [o for o, key in self._option_state if key in lacking]
+                    on = sorted({switch_of[key] for key in lacking})
                     raise ValueError(
                         f"loaded state for param_groups[{gi}]['params'][{pi}] lacks "
-                        f"{', '.join(map(repr, lacking))}, which its group's "
-                        f"{', '.join(map(repr, on))} option needs")
+                        f"{', '.join(map(repr, lacking))}, which its group's options need "
+                        f"({', '.join(map(repr, on))} on)")
 
     def _check_group_value(self, group_index, key, value):
         """Type-check a loaded hyperparameter against the default's type."""

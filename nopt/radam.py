@@ -1,6 +1,6 @@
 """RAdam: Adam with a rectified adaptive learning rate."""
 from ._kernels._spec import Rule
-from .adam import _decay_terms, _validate
+from .adam import _validate, moment_args
 from .optimizer import Optimizer
 
 __all__ = ["RAdam"]
@@ -19,17 +19,14 @@ def _rectification(beta2, step):
 
 def _scalars(group, step):
     beta1, beta2 = group["betas"]
-    sign = -1.0 if group["maximize"] else 1.0
     lr = group["lr"]
-    decay, l2 = _decay_terms(group)
     bias_correction1 = 1 - beta1 ** step
     _, rect = _rectification(beta2, step)
     if rect is None:
         coef = -(lr / bias_correction1)
     else:
         coef = -(lr * rect * (1 - beta2 ** step) ** 0.5 / bias_correction1)
-    return (sign, decay, l2, 1 - beta1, beta2, 1 - beta2, group["eps"], coef,
-            0.0 if rect is None else 1.0)
+    return moment_args(group) + (group["eps"], coef, 0.0 if rect is None else 1.0)
 
 
 RULE = Rule(
@@ -38,20 +35,8 @@ RULE = Rule(
     args=("sign", "decay", "wd", "w", "beta2", "one_minus_beta2", "eps", "coef", "rectify"),
     derived=(("w_minus_1", "w_t - 1"),),
     flags=(("coupled", "wd != 0"), ("small", "fabs_(w_t) < 0.5"), ("rectified", "rectify != 0")),
+    pieces=("adam_moments",),
     body="""
-cdef floating g = sign * grad[j]
-cdef floating p = param[j] * decay
-cdef floating m = exp_avg[j]
-cdef floating v = exp_avg_sq[j]
-if coupled:
-    g = g + wd * p
-if small:
-    m = m + w * (g - m)
-else:
-    m = g + w_minus_1 * (g - m)
-v = v * beta2 + one_minus_beta2 * g * g
-exp_avg[j] = m
-exp_avg_sq[j] = v
 if rectified:
     param[j] = p + coef * m / (fsqrt(v) + eps)
 else:

@@ -125,10 +125,12 @@ class RMSprop(Optimizer):
     """
 
     rule = RULE
-    _option_state = (("momentum", "momentum_buffer"), ("centered", "grad_avg"))  # checked at load
 
+    # torch's signature, positions included: capturable, foreach and differentiable
+    # are checked and dropped by the base class (nopt._torch_options).
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
-                 centered=False, *, maximize=False):
+                 centered=False, capturable=False, foreach=None, maximize=False,
+                 differentiable=False):
         if not 0.0 <= lr:
             raise ValueError(f"Invalid learning rate: {lr}")
         if not 0.0 <= eps:

@@ -24,18 +24,12 @@ RULE_SGD = Rule(
     step=False,
     args=("sign", "wd", "ckp1", "y_coef", "neg_lr"),
     flags=(("decay", "wd != 0"), ("small", "fabs_(ckp1_t) < 0.5")),
+    pieces=("schedule_free_step",),
     body="""
 cdef floating g = sign * grad[j]
 cdef floating y = param[j]
 cdef floating zj = z[j]
-if decay:
-    g = g + wd * y
-if small:
-    y = y + ckp1 * (zj - y)
-else:
-    y = zj + (ckp1 - 1) * (zj - y)
-param[j] = y + y_coef * g
-z[j] = zj + neg_lr * g
+# piece schedule_free_step
 """,
     doc="""One schedule-free SGD step over (y, grad, z) rows (releases the GIL).
 
@@ -50,6 +44,7 @@ RULE_ADAMW = Rule(
     step=False,
     args=("sign", "wd", "ckp1", "y_coef", "neg_lr", "beta2", "omb2", "bc2", "eps"),
     flags=(("decay", "wd != 0"), ("small", "fabs_(ckp1_t) < 0.5")),
+    pieces=("schedule_free_step",),
     body="""
 cdef floating g = sign * grad[j]
 cdef floating y = param[j]
@@ -57,14 +52,7 @@ cdef floating zj = z[j]
 cdef floating v = exp_avg_sq[j] * beta2 + omb2 * g * g
 exp_avg_sq[j] = v
 g = g / (fsqrt(v / bc2) + eps)
-if decay:
-    g = g + wd * y
-if small:
-    y = y + ckp1 * (zj - y)
-else:
-    y = zj + (ckp1 - 1) * (zj - y)
-param[j] = y + y_coef * g
-z[j] = zj + neg_lr * g
+# piece schedule_free_step
 """,
     doc="""One schedule-free AdamW step over (y, grad, z, exp_avg_sq) rows (releases the GIL).
 
@@ -84,6 +72,20 @@ _DOC_COMMON = r"""
     (:math:`p` is ``weight_lr_power``). The group keeps the package's keys:
     ``k`` (steps taken), ``train_mode``, ``weight_sum``, ``lr_max`` and
     ``scheduled_lr``; the state of a parameter holds ``z``.
+"""
+
+
+# The parameters both rules document alike (spliced in, as torch does).
+_DOC_PARAMETERS = r"""weight_decay : float, default 0
+        :math:`\lambda`, evaluated at :math:`y`.
+    warmup_steps : int, default 0
+        Linear warmup of the learning rate.
+    r : float, default 0
+        Polynomial weighting of the average.
+    weight_lr_power : float, default 2
+        Power of the learning rate in the averaging weight.
+    maximize : bool, default False
+        Maximize the objective instead of minimizing it.
 """
 
 
@@ -191,7 +193,7 @@ def _counters():
 
 
 class ScheduleFreeSGD(_ScheduleFree):
-    r"""Schedule-free SGD, as ``schedulefree.SGDScheduleFree``.
+    __doc__ = r"""Schedule-free SGD, as ``schedulefree.SGDScheduleFree``.
 
     .. math::
         \begin{aligned}
@@ -212,17 +214,7 @@ class ScheduleFreeSGD(_ScheduleFree):
         Learning rate :math:`\gamma`.
     momentum : float, default 0.9
         :math:`\beta`, the interpolation between ``z`` and ``x``, in (0, 1).
-    weight_decay : float, default 0
-        :math:`\lambda`, evaluated at :math:`y`.
-    warmup_steps : int, default 0
-        Linear warmup of the learning rate.
-    r : float, default 0
-        Polynomial weighting of the average.
-    weight_lr_power : float, default 2
-        Power of the learning rate in the averaging weight.
-    maximize : bool, default False
-        Maximize the objective instead of minimizing it.
-
+    """ + _DOC_PARAMETERS + r"""
     Notes
     -----
     Starts in train mode: the package starts in eval mode and requires
@@ -252,7 +244,7 @@ class ScheduleFreeSGD(_ScheduleFree):
 
 
 class ScheduleFreeAdamW(_ScheduleFree):
-    r"""Schedule-free AdamW, as ``schedulefree.AdamWScheduleFree``.
+    __doc__ = r"""Schedule-free AdamW, as ``schedulefree.AdamWScheduleFree``.
 
     .. math::
         \begin{aligned}
@@ -276,17 +268,7 @@ class ScheduleFreeAdamW(_ScheduleFree):
         (decay of the second moment, in [0, 1)).
     eps : float, default 1e-8
         Added to the denominator.
-    weight_decay : float, default 0
-        :math:`\lambda`, evaluated at :math:`y`.
-    warmup_steps : int, default 0
-        Linear warmup of the learning rate.
-    r : float, default 0
-        Polynomial weighting of the average.
-    weight_lr_power : float, default 2
-        Power of the learning rate in the averaging weight.
-    maximize : bool, default False
-        Maximize the objective instead of minimizing it.
-
+    """ + _DOC_PARAMETERS + r"""
     Notes
     -----
     State per parameter: ``z`` and ``exp_avg_sq``. Starts in train mode (see

@@ -483,3 +483,33 @@ def test_step_hooks_run():
     opt.register_step_post_hook(lambda o, a, k: seen.append(o.state[params[0]]["n_iter"]))
     opt.step(make_closure(params, problem))
     assert seen == [opt.state[params[0]]["n_iter"]]
+
+
+@pytest.mark.parametrize("cls", [nopt.LBFGS, nopt.CG])
+def test_a_refused_load_runs_no_post_hook_and_changes_nothing(cls):
+    """The closure optimizers' load checks (options as the constructor, history shapes) run
+    inside the base class's load, before anything changes: a refused state dict leaves the
+    optimizer as it was and never reaches the post-load hooks (before, the hooks ran and the
+    state was put back afterwards, outside the optimizer's lock)."""
+    x = nopt.Parameter(np.array([1.5, -0.5]))
+
+    def closure():
+        x.grad = 2 * np.asarray(x)
+        return float(np.sum(np.asarray(x) ** 2))
+
+    opt = cls([x], max_iter=3)
+    opt.step(closure)
+    good = opt.state_dict()
+    groups, state = opt.param_groups, opt.state
+    calls = []
+    opt.register_load_state_dict_post_hook(lambda o: calls.append(1))
+    bad_history = {"state": {0: {**good["state"][0], "d": np.zeros(5)}},
+                   "param_groups": good["param_groups"]}
+    bad_option = {"state": good["state"],
+                  "param_groups": [{**good["param_groups"][0], "max_iter": 0}]}
+    for bad in (bad_history, bad_option):
+        with pytest.raises(ValueError):
+            opt.load_state_dict(bad)
+        assert opt.param_groups is groups and opt.state is state and calls == []
+    opt.load_state_dict(good)
+    assert calls == [1]

@@ -356,8 +356,9 @@ def test_signature_and_defaults_match_torch(name, options):
     theirs = inspect.signature(getattr(torch.optim, name).__init__).parameters
     dropped = {"foreach", "fused", "capturable", "differentiable"}
     expected = {k: v.default for k, v in theirs.items() if k not in dropped}
-    assert {k: v.default for k, v in ours.items()} == expected
-    assert ours["maximize"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert {k: v.default for k, v in ours.items() if k not in dropped} == expected
+    # torch's kind: ASGD and RMSprop take maximize by position (tests/test_registry.py).
+    assert ours["maximize"].kind is theirs["maximize"].kind
     assert list(ours)[:2] == ["self", "params"]
 
 

@@ -14,7 +14,7 @@ import optim_db
 from nopt import _reference, _registry
 
 _HOW = ("add an OptimRecord for it to tests/optim_db/ (a module there with RECORDS = [...]); "
-        "for an elementwise rule also add its Rule to nopt/_registry.py and its NumPy reference to "
+        "for an elementwise rule also add its Entry to nopt/_registry.py and its NumPy reference to "
         "nopt/_reference.py (README: Development, adding an optimizer)")
 
 
@@ -128,3 +128,87 @@ def test_bench_iterates_the_registry():
 
     assert bench.OPTIMIZERS is _registry.RULES
     assert set(bench.BYTES) == set(_registry.RULES)
+
+
+def _torch_signature_rows(cls):
+    """(name, kind, default) of ``cls``'s constructor after ``self``, annotations dropped."""
+    return [(p.name, p.kind, p.default)
+            for p in list(inspect.signature(cls.__init__).parameters.values())[1:]]
+
+
+@pytest.mark.parametrize("record", optim_db.records(torch_oracle=True), ids=lambda r: r.name)
+def test_constructor_binds_every_torch_call_the_same(record):
+    """torch's constructor arguments, in torch's order, with torch's kinds and defaults.
+
+    So any call that binds for torch binds the same for nopt: ``ASGD(params, 0.01, 1e-4,
+    0.75, 1e6, 0, None, True)`` maximizes in both. torch's kernel options may be left out
+    only where torch takes them by keyword (the base class accepts them, see
+    nopt._torch_options); nopt's own additions come last, with defaults.
+    """
+    torch = pytest.importorskip("torch")
+    from nopt._torch_options import TORCH_OPTIONS
+
+    theirs = [row for row in _torch_signature_rows(record.torch_cls)
+              if not (row[0] in TORCH_OPTIONS and row[1] is inspect.Parameter.KEYWORD_ONLY)]
+    ours = _torch_signature_rows(record.cls)
+    assert ours[:len(theirs)] == theirs
+    for name, kind, default in ours[len(theirs):]:
+        assert default is not inspect.Parameter.empty, f"nopt-only {name} needs a default"
+        assert name not in TORCH_OPTIONS
+
+
+@pytest.mark.parametrize("record", optim_db.records(torch_oracle=True), ids=lambda r: r.name)
+def test_positional_torch_options_are_checked(record):
+    """An option torch takes by position is checked there too: True is refused, as by keyword."""
+    from nopt._torch_options import TORCH_OPTIONS
+
+    rows = _torch_signature_rows(record.cls)
+    positional = [i for i, (name, kind, _) in enumerate(rows)
+                  if name in TORCH_OPTIONS and kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+    for i in positional:
+        args = [default for _, _, default in rows[1:i]] + [True]
+        with pytest.raises(ValueError, match=rf"{rows[i][0]}=True\) is not supported"):
+            record.cls(_params(record), *args)
+
+
+def test_asgd_and_rmsprop_take_maximize_by_position_as_torch():
+    """The stop's finding: torch accepts maximize by position for ASGD and RMSprop."""
+    for cls, args in ((nopt.ASGD, (0.01, 1e-4, 0.75, 1e6, 0, None, True)),
+                      (nopt.RMSprop, (0.01, 0.99, 1e-8, 0, 0, False, False, None, True))):
+        p = nopt.Parameter(np.zeros(3))
+        p.grad = np.ones(3)
+        opt = cls([p], *args)
+        assert opt.defaults["maximize"] is True
+        assert "foreach" not in opt.defaults and "capturable" not in opt.defaults
+        opt.step()
+        assert (np.asarray(p) > 0).all()   # maximizing: moved along the gradient
+
+
+def test_registry_entries_take_kernel_facts_from_the_rule_spec():
+    """One source of truth: an optimizer with a rule spec states no stream counts in the
+    registry (they come from the spec's streams under the bench's options); only one whose
+    kernel is its own states them."""
+    for name, entry in _registry.RULES.items():
+        spec = getattr(nopt, name).rule
+        assert (entry.reads is None) == (spec is not None), name
+        if spec is not None:
+            assert entry.spec is spec
+            group = entry.spec.resolve(
+                getattr(nopt, name)([nopt.Parameter(np.zeros(1))], **entry.bench_kwargs)
+                .param_groups[0])[0]
+            assert (entry.n_read, entry.n_write) == (2 + len(group), 1 + len(group)), name
+    # The figures the bench has always used (README, Performance).
+    assert [(_registry.RULES[n].n_read, _registry.RULES[n].n_write)
+            for n in ("SGD", "Adam", "Adagrad", "RMSprop", "Rprop", "ASGD")] == [
+        (3, 2), (4, 3), (3, 2), (3, 2), (4, 3), (3, 2)]
+    assert not hasattr(_registry, "Rule"), "one Rule class: nopt._kernels._spec.Rule"
+
+
+def test_records_take_state_keys_and_step_count_from_the_rule_spec():
+    for record in optim_db.RECORDS:
+        spec = getattr(record.cls, "rule", None)
+        if spec is not None:
+            assert record.state_keys == spec.stream_keys, record.name
+            assert record.counts_steps == spec.step, record.name
+    with pytest.raises(ValueError, match="come from its rule spec"):
+        optim_db.OptimRecord(name="Adam", option_sets=[{}], state_keys=("exp_avg",))

@@ -59,16 +59,19 @@ def test_concurrent_steps_on_one_optimizer_neither_crash_nor_lose_counts():
 
 
 def _stepping_thread(opt, entered, release):
-    """A thread whose step stops (holding the optimizer) until ``release`` is set."""
-    def pre_hook(optimizer, args, kwargs):
+    """A thread whose step stops (holding the optimizer) until ``release`` is set.
+
+    It stops in its closure, which runs inside the step (step hooks run
+    outside the optimizer's lock, see test_hooks_run_outside_the_lock).
+    """
+    def closure():
         entered.set()
         release.wait(10)
 
-    handle = opt.register_step_pre_hook(pre_hook)
-    thread = threading.Thread(target=opt.step)
+    thread = threading.Thread(target=opt.step, args=(closure,))
     thread.start()
     assert entered.wait(10)
-    return thread, handle
+    return thread
 
 
 @pytest.mark.parametrize("call", ["state_dict", "load_state_dict"])
@@ -82,8 +85,7 @@ def test_state_dict_waits_for_a_step_in_another_thread(call):
     saved = {"state": {0: dict(saved["state"][0])}, "param_groups": saved["param_groups"]}
     order = []
     entered, release, done = threading.Event(), threading.Event(), threading.Event()
-    thread, handle = _stepping_thread(opt, entered, release)
-    handle.remove()
+    thread = _stepping_thread(opt, entered, release)
 
     def other():
         if call == "state_dict":
@@ -103,6 +105,87 @@ def test_state_dict_waits_for_a_step_in_another_thread(call):
     thread.join()
     other_thread.join()
     assert order == ["step released", call]
+
+
+def _adam_with_grad():
+    p = nopt.Parameter(np.ones(10))
+    p.grad = np.ones(10)
+    return p, nopt.Adam([p])
+
+
+@pytest.mark.parametrize("kind", ["pre", "post"])
+def test_a_step_hook_may_wait_on_another_thread_using_the_optimizer(kind):
+    """A step hook that hands ``state_dict()`` to another thread and waits for it.
+
+    With the hooks under the optimizer's lock (before this fix) the other
+    thread waited for the lock the hook's step held: a deadlock, here cut
+    short by the join's timeout. Hooks now run outside the lock, as torch
+    runs them (plain calls before and after the step).
+    """
+    p, opt = _adam_with_grad()
+    finished = []
+
+    def hook(optimizer, args, kwargs):
+        saver = threading.Thread(target=lambda: finished.append(optimizer.state_dict()))
+        saver.start()
+        saver.join(5)
+        finished.append(not saver.is_alive())
+
+    getattr(opt, f"register_step_{kind}_hook")(hook)
+    opt.step()
+    assert finished[-1] is True, "the hook's thread could not take state_dict() (deadlock)"
+
+
+def test_pre_hooks_of_two_threads_stepping_one_optimizer_may_wait_for_each_other():
+    """Two threads step one optimizer; their pre-hooks meet at a barrier (e.g. a sync point).
+
+    Under the lock the second thread could not reach its hook while the first
+    waited in its own: the barrier broke. Both steps still run, one at a time.
+    """
+    p, opt = _adam_with_grad()
+    barrier = threading.Barrier(2, timeout=5)
+    errors = []
+
+    def meet(optimizer, args, kwargs):
+        barrier.wait()
+
+    opt.register_step_pre_hook(meet)
+
+    def work():
+        try:
+            opt.step()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(15)
+    assert not errors, errors
+    assert opt.state[p]["step"] == 2.0
+
+
+def test_steps_stay_atomic_with_hooks_outside_the_lock():
+    """A post-hook in one thread while another thread steps: each step is whole.
+
+    The hook runs after its own step released the lock, so it may see the
+    other thread's steps too, but never half of one (both groups agree).
+    """
+    big = nopt.Parameter(np.zeros(1_000_000))
+    small = nopt.Parameter(np.zeros(4))
+    opt = nopt.SGD([{"params": [big]}, {"params": [small]}], lr=1.0)
+    big.grad = np.ones(big.shape)
+    small.grad = np.ones(4)
+    seen = []
+    opt.register_step_post_hook(lambda o, a, k: seen.append(o.state_dict() and (big[0], small[0])))
+    threads = [threading.Thread(target=lambda: [opt.step() for _ in range(20)]) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert float(small[0]) == -40.0 and float(big[0]) == -40.0
+    assert len(seen) == 40
 
 
 def test_state_dict_never_sees_half_a_step():

@@ -144,3 +144,56 @@ def test_rule_spec_reaches_the_generated_kernel():
         for name in rule.args + rule.python_flags:
             assert name in doc.split("\n")[0]
     assert issubclass(nopt.Adam, Optimizer)
+
+
+def test_option_state_checked_at_load_comes_from_the_spec():
+    """The arrays a group's options need at load are the spec's optional streams
+    (``(key, init, when)``), not a hand-written list per optimizer."""
+    for cls in (nopt.Adam, nopt.RMSprop):
+        assert "_option_state" not in vars(cls)
+    cases = [(nopt.Adam, dict(amsgrad=True), "max_exp_avg_sq", "'amsgrad' on"),
+             (nopt.RMSprop, dict(momentum=0.9), "momentum_buffer", "'use_momentum' on"),
+             (nopt.RMSprop, dict(centered=True), "grad_avg", "'centered' on")]
+    for cls, options, key, flag in cases:
+        p = nopt.Parameter(np.ones(3))
+        p.grad = np.ones(3)
+        opt = cls([p], **options)
+        opt.step()
+        saved = opt.state_dict()
+        del saved["state"][0][key]
+        before = {k: np.array(v, copy=True) for k, v in opt.state[p].items()}
+        with pytest.raises(ValueError, match=rf"param_groups\[0\]\['params'\]\[0\] lacks '{key}'"
+                                             rf".*{flag}"):
+            opt.load_state_dict(saved)
+        assert opt.state[p].keys() == before.keys()
+        # Without the option the array is not needed.
+        plain = cls([nopt.Parameter(np.ones(3))])
+        saved["param_groups"][0].update({k: type(v)(0) if not isinstance(v, bool) else False
+                                         for k, v in options.items()})
+        plain.load_state_dict(saved)
+
+
+def test_spec_pieces_are_checked_and_prepended():
+    """A shared piece (nopt/_kernels/_spec.py PIECES) opens the body; a rule lacking
+    what the piece reads, or naming an unknown piece, fails when the spec is made
+    (so at build time, in setup.py), not in the C compiler."""
+    from nopt._kernels._spec import PIECES, Rule
+
+    for cls in (nopt.Adam, nopt.RAdam, nopt.NAdam):
+        assert cls.rule.pieces == ("adam_moments",)
+        assert cls.rule.body.startswith(PIECES["adam_moments"][1].strip("\n"))
+    # Placed where the body says: the schedule-free rules end with their shared step.
+    from nopt import schedule_free
+
+    step = PIECES["schedule_free_step"][1].strip("\n")
+    for spec in (schedule_free.RULE_SGD, schedule_free.RULE_ADAMW):
+        assert spec.body.endswith(step) and "# piece" not in spec.body
+    assert "fsqrt(v / bc2)" in schedule_free.RULE_ADAMW.body.split(step)[0]
+    with pytest.raises(ValueError, match="places piece 'schedule_free_step', which pieces="):
+        Rule("x", body="# piece schedule_free_step")
+    with pytest.raises(ValueError, match="unknown piece 'nope'"):
+        Rule("x", body="pass", pieces=("nope",))
+    with pytest.raises(ValueError, match=r"piece 'adam_moments' needs \[.*'decay'"):
+        Rule("x", body="pass", pieces=("adam_moments",), state=("exp_avg", "exp_avg_sq"),
+             args=("sign", "wd", "w", "beta2", "one_minus_beta2"),
+             derived=(("w_minus_1", "w_t - 1"),), flags=(("coupled", "wd != 0"), ("small", "1")))

@@ -20,7 +20,51 @@ __all__ = ["Rule", "LITERAL_FIELDS", "drive", "render_context"]
 
 # Fields setup.py reads from the source (they must be literals there).
 LITERAL_FIELDS = ("name", "state", "scalar_state", "step", "args", "derived", "flags", "valid",
-                  "ftz", "isa", "body", "doc")
+                  "ftz", "isa", "pieces", "body", "doc")
+
+# Shared lines of element bodies: optax's split of a rule into shared pieces
+# and its own math, so each body holds only its rule. A rule names the pieces
+# its body uses (``pieces=``): each opens the body, or stands where the body
+# has the line ``# piece <name>``. A piece needs the streams, args, derived
+# values, flags and locals it lists, and defines the locals it says.
+PIECES = {
+    # The Adam family (Adam, RAdam, NAdam): maximize, decoupled then coupled
+    # weight decay, both moments (the first by torch's two-sided lerp, the
+    # weight's side chosen once a call), stored. Defines g, p, m and v.
+    "adam_moments": (
+        ("grad", "param", "exp_avg", "exp_avg_sq", "sign", "decay", "wd", "w", "w_minus_1",
+         "beta2", "one_minus_beta2", "coupled", "small"),
+        """
+cdef floating g = sign * grad[j]
+cdef floating p = param[j] * decay
+cdef floating m = exp_avg[j]
+cdef floating v = exp_avg_sq[j]
+if coupled:
+    g = g + wd * p
+if small:
+    m = m + w * (g - m)
+else:
+    m = g + w_minus_1 * (g - m)
+v = v * beta2 + one_minus_beta2 * g * g
+exp_avg[j] = m
+exp_avg_sq[j] = v
+"""),
+    # The schedule-free rules' step from the (preconditioned) gradient g: weight
+    # decay at y, y to lerp(y, z, ckp1) (two-sided), then the y and z steps.
+    # Reads the locals g, y (param[j]) and zj (z[j]).
+    "schedule_free_step": (
+        ("param", "z", "wd", "ckp1", "y_coef", "neg_lr", "decay", "small"),
+        """
+if decay:
+    g = g + wd * y
+if small:
+    y = y + ckp1 * (zj - y)
+else:
+    y = zj + (ckp1 - 1) * (zj - y)
+param[j] = y + y_coef * g
+z[j] = zj + neg_lr * g
+"""),
+}
 
 
 class Rule:
@@ -61,6 +105,9 @@ class Rule:
     valid : str, optional
         A Python expression over the flags: combinations for which it is
         false are not compiled, and a flag that is then fixed is not tested.
+    pieces : tuple of str
+        Shared lines of the body, from :data:`PIECES`: each where the body
+        has the line ``# piece <name>``, else at its start (in this order).
     ftz : bool
         Flush subnormals to zero while the kernel runs (False: IEEE mode, as
         Rprop, which only uses signs).
@@ -88,10 +135,11 @@ class Rule:
     """
 
     def __init__(self, name, *, body, args=(), state=(), scalar_state=(), step=True, derived=(),
-                 flags=(), valid=None, ftz=True, isa="default", doc="", scalars=None,
+                 flags=(), valid=None, ftz=True, isa="default", pieces=(), doc="", scalars=None,
                  switches=None, start=None, add_missing=False):
         self.name = name
-        self.body = body
+        self.pieces = tuple(pieces)
+        self.body = _with_pieces(name, body, self.pieces, state, args, derived, flags)
         self.args = tuple(args)
         self.state = tuple(_stream(s) for s in state)
         self.scalar_state = tuple(scalar_state)
@@ -143,6 +191,38 @@ class Rule:
 
     def __repr__(self):
         return f"Rule({self.name!r})"
+
+
+def _with_pieces(rule, body, pieces, state, args, derived, flags):
+    """``body`` with its pieces' code: at their ``# piece <name>`` lines, the others first."""
+    placed, lines = set(), []
+    for line in body.strip("\n").splitlines():
+        words = line.split()
+        if words[:2] == ["#", "piece"] and len(words) == 3:
+            if words[2] not in pieces:
+                raise ValueError(f"rule {rule}: the body places piece {words[2]!r}, which "
+                                 "pieces= does not list")
+            indent = line[:len(line) - len(line.lstrip())]
+            code = _piece(rule, words[2], state, args, derived, flags)
+            lines += [indent + code_line if code_line else "" for code_line in code.splitlines()]
+            placed.add(words[2])
+        else:
+            lines.append(line)
+    head = [_piece(rule, p, state, args, derived, flags) for p in pieces if p not in placed]
+    return "\n".join(head + lines)
+
+
+def _piece(rule, name, state, args, derived, flags):
+    """The code of the piece ``name``, after checking the rule gives all it needs."""
+    if name not in PIECES:
+        raise ValueError(f"rule {rule}: unknown piece {name!r} (have {sorted(PIECES)})")
+    needs, code = PIECES[name]
+    have = {"param", "grad", *(_stream(s)[0] for s in state), *args, *(d[0] for d in derived),
+            *(f[0] for f in flags)}
+    missing = [n for n in needs if n not in have]
+    if missing:
+        raise ValueError(f"rule {rule}: piece {name!r} needs {missing}")
+    return code.strip("\n")
 
 
 def _stream(entry):

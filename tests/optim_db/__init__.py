@@ -34,7 +34,9 @@ class OptimRecord:
     reference: Callable = None
     steps: int = 100
     # Keys of per-element state arrays (for bad-input "unchanged" checks and resume).
-    state_keys: tuple = ()
+    # None: the rule spec's streams (``cls.rule.stream_keys``), for an optimizer
+    # with a spec; give them only for one without (its kernel is its own).
+    state_keys: tuple = None
     # A few small option sets for the behaviour tests (failed step, step cache,
     # flat buffers): the first is the plain one.
     quick_options: list = dataclasses.field(default_factory=list)
@@ -47,13 +49,21 @@ class OptimRecord:
     needs_closure: bool = False             # step() requires a closure
     flat_mergeable: bool = False            # over a flat buffer, a step is one merged loop (test_flat)
     step_cached: bool = False               # an unchanged group skips re-reading its state (test_step_cache)
-    counts_steps: bool = True               # keeps a "step" count in its per-parameter state
+    counts_steps: bool = None               # keeps a "step" count (None: the spec's ``step``, else True)
     supports_maximize: bool = True          # takes maximize=
     supports_weight_decay: bool = True      # takes weight_decay=
     eager_state: bool = False               # creates per-parameter state in the constructor
     wraps_optimizer: bool = False           # takes an optimizer, not parameters (ApplyIfFinite)
 
     def __post_init__(self):
+        spec = getattr(self.cls, "rule", None)
+        if spec is not None and (self.state_keys is not None or self.counts_steps is not None):
+            raise ValueError(f"record {self.name}: its state keys and step count come from its "
+                             "rule spec (cls.rule); do not repeat them in the record")
+        if self.state_keys is None:
+            self.state_keys = spec.stream_keys if spec is not None else ()
+        if self.counts_steps is None:
+            self.counts_steps = spec.step if spec is not None else True
         if self.reference is None:
             from nopt._registry import RULES
 

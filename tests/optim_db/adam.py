@@ -65,20 +65,19 @@ _radam_options = grid(
     dict(lr=0.05, betas=(0.9, 0.99), eps=1e-3),       # rectified from step 6
 ]
 
-_ADAM_KEYS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 
 _FLAGS = dict(flat_mergeable=True, step_cached=True)
 
 RECORDS = [
-    OptimRecord(name="Adam", option_sets=_adam_options, state_keys=_ADAM_KEYS, invalid=_invalid(),
+    OptimRecord(name="Adam", option_sets=_adam_options, invalid=_invalid(),
                 quick_options=[dict(lr=0.01), dict(lr=0.01, amsgrad=True, weight_decay=0.1)], **_FLAGS),
-    OptimRecord(name="AdamW", option_sets=_adamw_options, state_keys=_ADAM_KEYS, invalid=_invalid(),
+    OptimRecord(name="AdamW", option_sets=_adamw_options, invalid=_invalid(),
                 quick_options=[dict(lr=0.01)], **_FLAGS),
-    OptimRecord(name="Adamax", option_sets=_adamax_options, state_keys=("exp_avg", "exp_inf"),
+    OptimRecord(name="Adamax", option_sets=_adamax_options,
                 invalid=_invalid(), quick_options=[dict(lr=0.01)], **_FLAGS),
-    OptimRecord(name="NAdam", option_sets=_nadam_options, state_keys=("exp_avg", "exp_avg_sq"),
+    OptimRecord(name="NAdam", option_sets=_nadam_options,
                 invalid=_invalid(momentum_decay=-0.1), quick_options=[dict(lr=0.01)], **_FLAGS),
-    OptimRecord(name="RAdam", option_sets=_radam_options, state_keys=("exp_avg", "exp_avg_sq"),
+    OptimRecord(name="RAdam", option_sets=_radam_options,
                 invalid=_invalid(),
                 quick_options=[dict(lr=0.01), dict(lr=0.01, decoupled_weight_decay=True, weight_decay=0.1)],
                 **_FLAGS),

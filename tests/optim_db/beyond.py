@@ -17,7 +17,7 @@ RECORDS = [
         option_sets=grid(lr=[1e-3], betas=[(0.9, 0.99), (0.8, 0.95)], weight_decay=[0.0, 0.5],
                          maximize=[False, True]),
         quick_options=[dict(lr=1e-3), dict(lr=1e-3, weight_decay=0.1)],
-        counts_steps=False, state_keys=("exp_avg",), **_ELEMENTWISE,
+        **_ELEMENTWISE,
         invalid=[
             (dict(lr=-0.1), ValueError, "Invalid learning rate"),
             (dict(betas=(0.9, 1.1)), ValueError, "Invalid beta parameter at index 1"),
@@ -30,7 +30,7 @@ RECORDS = [
         option_sets=grid(lr=[1e-2], eps=[1e-16, 1e-8], weight_decay=[0.0, 0.1],
                          decoupled_weight_decay=[True, False], maximize=[False, True]),
         quick_options=[dict(lr=1e-2), dict(lr=1e-2, weight_decay=0.1, decoupled_weight_decay=False)],
-        step_cached=True, state_keys=("exp_avg", "exp_avg_var"), **_ELEMENTWISE,
+        step_cached=True, **_ELEMENTWISE,
         invalid=[
             (dict(lr=-0.1), ValueError, "Invalid learning rate"),
             (dict(eps=-1.0), ValueError, "Invalid epsilon value"),

@@ -21,7 +21,6 @@ RECORDS = [
                          maximize=[False, True]),
         quick_options=[dict(lr=0.01, lr_decay=0.01)],
         eager_state=True, **_FLAGS,
-        state_keys=("sum",),
         invalid=[
             (dict(lr=-0.1), ValueError, "Invalid learning rate"),
             (dict(lr_decay=-0.1), ValueError, "Invalid lr_decay value"),
@@ -38,7 +37,6 @@ RECORDS = [
                          maximize=[False, True]),
         quick_options=[dict(lr=0.5)],
         **_FLAGS,
-        state_keys=("square_avg", "acc_delta"),
         invalid=[
             (dict(lr=-0.1), ValueError, "Invalid learning rate"),
             (dict(rho=-0.1), ValueError, "Invalid rho value"),
@@ -59,7 +57,6 @@ RECORDS = [
                          momentum=[0.0, 0.9], centered=[False, True], maximize=[False, True]),
         quick_options=[dict(lr=0.01), dict(lr=0.01, momentum=0.9, centered=True)],
         **_FLAGS,
-        state_keys=("square_avg", "momentum_buffer", "grad_avg"),
         invalid=[
             (dict(lr=-0.1), ValueError, "Invalid learning rate"),
             (dict(eps=-1e-8), ValueError, "Invalid epsilon value"),
@@ -75,7 +72,6 @@ RECORDS = [
                          step_sizes=[(1e-6, 50), (1e-3, 0.02)], maximize=[False, True]),
         quick_options=[dict(lr=0.01)],
         supports_weight_decay=False, **_FLAGS,
-        state_keys=("prev", "step_size"),
         invalid=[
             (dict(lr=-0.1), ValueError, "Invalid learning rate"),
             (dict(etas=(1.2, 0.5)), ValueError, "Invalid eta values"),
@@ -91,7 +87,6 @@ RECORDS = [
                          weight_decay=[0.0, 0.1], maximize=[False, True]),
         quick_options=[dict(lr=0.01, t0=2)],
         **_FLAGS,
-        state_keys=("ax",),
         invalid=[
             (dict(lr=-0.1), ValueError, "Invalid learning rate"),
             (dict(weight_decay=-1.0), ValueError, "Invalid weight_decay value"),

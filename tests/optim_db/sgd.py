@@ -13,11 +13,9 @@ RECORDS = [
     OptimRecord(
         name="SGD",
         option_sets=_options,
-        state_keys=("momentum_buffer",),
         quick_options=[dict(lr=0.01), dict(lr=0.01, momentum=0.9),
                        dict(lr=0.01, momentum=0.9, nesterov=True)],
         flat_mergeable=True,
-        counts_steps=False,   # torch's SGD keeps no step count
         invalid=[
             (dict(lr=-0.1), ValueError, "Invalid learning rate"),
             (dict(lr=0.1, momentum=-0.5), ValueError, "Invalid momentum value"),
