@@ -32,8 +32,10 @@ def _kwargs(spec):
 
 # Hyperparameters per optimizer (SGD with momentum, the rest at their defaults).
 _KWARGS = {name: _kwargs(spec) for name, spec in _SPECS.items()} or {"SGD": dict(lr=1e-3, momentum=0.9)}
-# (streams read, streams written) per element, for GB/s.
-_STREAMS = {name: (spec.n_read, spec.n_write) for name, spec in _SPECS.items()}
+# (streams read, streams written) per element of each pass of a step, for GB/s
+# and the roofline (every pass: a rule's reductions too; see nopt._registry.Entry).
+_PASSES = {name: tuple(getattr(spec, "all_passes", ((spec.n_read, spec.n_write),)))
+           for name, spec in _SPECS.items()}
 
 
 def _optimizer_class(name):
@@ -62,8 +64,7 @@ def _model(n_arrays, size, dtype, layout, seed=0):
 
 
 def _bytes_per_element(name, dtype):
-    n_read, n_write = _STREAMS.get(name, (4, 3))
-    return (n_read + n_write) * np.dtype(dtype).itemsize
+    return sum(r + w for r, w in _PASSES.get(name, ((4, 3),))) * np.dtype(dtype).itemsize
 
 
 class _Threads:
@@ -163,7 +164,8 @@ class LargeStep(_Threads):
                 from nopt._kernels import roofline              # before it
         except ImportError:
             raise NotImplementedError("no roofline kernel in this nopt") from None
-        n_read, n_write = _STREAMS.get(self.name, (4, 3))
+        passes = _PASSES.get(self.name, ((4, 3),))
+        n_read = max(r for r, _ in passes)
         try:  # staggered page offsets: no 4K aliasing between the streams
             from nopt.optimizer import _aligned_zeros
         except ImportError:
@@ -174,7 +176,8 @@ class LargeStep(_Threads):
 
         def roof():
             ptrs, chunks, n_threads = _plan.make_table(streams)
-            roofline.stream(ptrs, chunks, False, n_threads, n_read, n_write)
+            for r, w in passes:
+                roofline.stream(ptrs, chunks, False, n_threads, r, w)
 
         roof()
         t_roof, t_step = [], []

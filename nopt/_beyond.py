@@ -11,6 +11,8 @@
 """
 import numbers
 
+import numpy as np
+
 from ._kernels._plan import CHUNK
 from ._kernels.helpers import segment_table
 from .optimizer import Optimizer
@@ -110,12 +112,13 @@ def split_steps(batch, columns, steps, common):
 
 
 def segmented_table(optimizer, streams, tag):
-    """``(ptrs, chunks, rows, n_threads)`` with one table row per (nonzero-size) parameter.
+    """``(ptrs, chunks, rows, partials, scale, n_threads)``: one table row per (nonzero-size) parameter.
 
     ``Optimizer._table`` merges arrays that are adjacent in every stream (flat
     storage); a per-parameter reduction needs them apart, so the merged
-    table is split again (``beyond.segment_table``). Cached per ``tag`` while
-    ``_table`` hands back the same table.
+    table is split again (``beyond.segment_table``, which also makes the
+    kernel's work space, ``partials`` and ``scale``). Cached per ``tag``
+    while ``_table`` hands back the same table, so a step allocates nothing.
     """
     ptrs, chunks, n_threads = optimizer._table(streams, tag)
     caches = optimizer.__dict__.setdefault("_segment_caches", {})
@@ -130,3 +133,20 @@ def segmented_table(optimizer, streams, tag):
         caches.clear()
     caches[tag] = (ptrs, chunks, segmented)
     return segmented + (n_threads,)
+
+
+def work_space(optimizer, chunks, tag):
+    """Two doubles per chunk of ``chunks``, for a reduction's partial sums; cached per ``tag``.
+
+    The same array while ``chunks`` is the same table (``Optimizer._table``
+    hands back its cached one), so a step allocates nothing.
+    """
+    caches = optimizer.__dict__.setdefault("_work_spaces", {})
+    hit = caches.get(tag)
+    if hit is not None and hit[0] is chunks:
+        return hit[1]
+    if len(caches) > 256:
+        caches.clear()
+    work = np.empty(2 * chunks.shape[0], dtype=np.float64)
+    caches[tag] = (chunks, work)
+    return work

@@ -32,7 +32,7 @@ import math
 
 import numpy as np
 
-__all__ = ["make", "NumpyOptimizer"]
+__all__ = ["make", "NumpyOptimizer", "Prodigy"]
 
 
 def _lerp_(start, end, weight):
@@ -566,6 +566,71 @@ def adafactor(param, grad, state, group):
     param += update
 
 
+class Prodigy:
+    """Prodigy (Mishchenko and Defazio 2023, as ``prodigyopt``) over every array at once.
+
+    Not a per-array function like the others: ``d`` is one scalar fitted
+    from sums over all arrays. ``Prodigy(params, grads, **hyper).step()``
+    steps ``params`` in place, reading ``grads``.
+    """
+
+    def __init__(self, params, grads, **options):
+        defaults = dict(lr=1.0, betas=(0.9, 0.999), beta3=None, eps=1e-8, weight_decay=0.0,
+                        decouple=True, use_bias_correction=False, safeguard_warmup=False,
+                        d0=1e-6, d_coef=1.0, growth_rate=math.inf)
+        unknown = set(options) - set(defaults)
+        if unknown:
+            raise TypeError(f"Prodigy: unknown hyperparameters {sorted(unknown)}")
+        self.h = {**defaults, **options}
+        self.params, self.grads = list(params), list(grads)
+        self.state = [{"s": np.zeros_like(p), "p0": p.copy(), "exp_avg": np.zeros_like(p),
+                       "exp_avg_sq": np.zeros_like(p)} for p in self.params]
+        self.d = self.d_max = self.h["d0"]
+        self.numerator, self.k = 0.0, 0
+
+    def step(self):
+        h = self.h
+        b1, b2 = h["betas"]
+        b3 = h["beta3"] if h["beta3"] is not None else math.sqrt(b2)
+        k, d, d0, lr, wd = self.k, self.d, h["d0"], h["lr"], h["weight_decay"]
+        bias = math.sqrt(1 - b2 ** (k + 1)) / (1 - b1 ** (k + 1)) if h["use_bias_correction"] else 1.0
+        dlr = d * lr * bias
+        numerator, denominator = self.numerator * b3, 0.0
+        grads = []
+        for p, g, s in zip(self.params, self.grads, self.state):
+            dt = p.dtype.type
+            if wd and not h["decouple"]:
+                g = g + dt(wd) * p
+            grads.append(g)
+            numerator += (d / d0) * dlr * float(np.dot(g.ravel().astype(np.float64),
+                                                       (s["p0"] - p).ravel().astype(np.float64)))
+            s["exp_avg"] *= dt(b1)
+            s["exp_avg"] += dt(d * (1 - b1)) * g
+            s["exp_avg_sq"] *= dt(b2)
+            s["exp_avg_sq"] += dt(d * d * (1 - b2)) * g * g
+            s["s"] *= dt(b3)
+            s["s"] += dt((d / d0) * (d if h["safeguard_warmup"] else dlr)) * g
+            denominator += float(np.abs(s["s"]).sum(dtype=np.float64))
+        if denominator == 0:
+            return
+        d_hat = h["d_coef"] * numerator / denominator
+        if d == d0:
+            d = max(d, d_hat)
+        self.d_max = max(self.d_max, d_hat)
+        self.d = d = min(self.d_max, d * h["growth_rate"])
+        self.numerator = numerator
+        for p, g, s in zip(self.params, grads, self.state):
+            dt = p.dtype.type
+            denom = np.sqrt(s["exp_avg_sq"]) + dt(d * h["eps"])
+            if wd and h["decouple"]:
+                p -= dt(wd * dlr) * p
+            if b1 > 0:
+                p -= dt(dlr) * s["exp_avg"] / denom
+            else:
+                p -= dt(dlr * d) * g / denom
+        self.k += 1
+
+
 class NumpyOptimizer:
     """A list of arrays stepped by one NumPy reference: the bench's NumPy peer.
 
@@ -600,4 +665,9 @@ class NumpyOptimizer:
 
 def make(name, params, grads, **hyper):
     """The NumPy optimizer ``name`` over ``params`` (arrays, updated in place) and ``grads``."""
+    from ._registry import RULES
+
+    rule = RULES.get(name)
+    if rule is not None and not rule.per_array:
+        return rule.reference(params, grads, **hyper)
     return NumpyOptimizer(name, params, grads, **hyper)

@@ -34,19 +34,36 @@ class Entry:
         The nopt (and torch.optim) attribute name.
     reference : callable
         ``reference(param, grad, state, group)``: the rule in plain NumPy,
-        one array, in place (:mod:`nopt._reference`).
+        one array, in place (:mod:`nopt._reference`). With ``per_array``
+        false, a class instead: ``reference(params, grads, **hyper)`` steps
+        every array at once (``.step()``), for a rule with a global scalar.
     bench_kwargs : dict
         Constructor hyperparameters for the bench (nopt, NumPy and torch alike).
     reads, writes : int, optional
-        Streams read and written back per element by one step, for an
-        optimizer without a rule spec; with one, leave them out:
-        :attr:`n_read` and :attr:`n_write` come from the spec.
+        Streams read and written back per element by the step's first (or
+        only) pass over memory, for an optimizer without a rule spec; with
+        one, leave them out: :attr:`n_read` and :attr:`n_write` come from
+        the spec.
     passes : tuple of (int, int)
-        Further ``(n_read, n_write)`` passes of a step over the same streams,
-        for rules that reduce each parameter first and then update it (LAMB);
-        the roofline kernel runs them too.
+        The ``(n_read, n_write)`` of each further pass, for rules that must
+        reduce before they can update (LAMB, LARS, Prodigy, Adafactor).
     torch_fused : bool
         torch has a fused CPU kernel for it (the bench's ``torch-fused`` peer).
+    per_array : bool
+        The update of an array depends on that array only (every rule but
+        Prodigy, whose ``d`` sums over all of them).
+
+    Notes
+    -----
+    **The roofline.** Each pass is counted by the memory it must move: a
+    stream read counts once, a stream written in place counts twice (read
+    and written back; a written stream is also read by write-allocate), and
+    every pass the algorithm needs is counted, reductions included. A pass
+    over memory is the minimum the rule allows at sizes beyond the caches:
+    a per-parameter norm must be complete before the first element can be
+    updated, so its streams are read once more. ``nopt.bench``'s roofline
+    peer runs ``helpers.stream(n_read, n_write)`` for every pass over the
+    same arrays; ``% roof`` is its time over the step's.
     """
 
     name: str
@@ -56,6 +73,7 @@ class Entry:
     writes: int = None
     torch_fused: bool = False
     passes: tuple = ()
+    per_array: bool = True
 
     @property
     def spec(self):
@@ -80,9 +98,14 @@ class Entry:
         return _spec_streams(self.name, tuple(sorted(self.bench_kwargs.items())))
 
     @property
+    def all_passes(self):
+        """``(n_read, n_write)`` of every pass of a step, the first one first."""
+        return ((self.n_read, self.n_write),) + tuple(self.passes)
+
+    @property
     def streams(self):
         """Streams read plus streams written per element, over every pass of a step."""
-        return self.n_read + self.n_write + sum(r + w for r, w in self.passes)
+        return sum(r + w for r, w in self.all_passes)
 
     @property
     def bytes_per_element(self):
@@ -126,20 +149,24 @@ RULES = _rules(
     # ASGD writes ax without reading it while mu == 1; a written stream costs
     # a read too (write-allocate), so it counts as read and written.
     Entry("ASGD", _reference.asgd, dict(lr=1e-2)),
-    # Adafactor needs RMS(update) before it updates: two passes over a vector
-    # (p, g, v read and v written; p, g, v read and p written: 6 reads and 2
-    # writes), the same 32 bytes as 5 read and 3 written streams. Its factored
-    # 2-D case is benchmarked by benchmarks/bench_matrix.py.
-    Entry("Adafactor", _reference.adafactor, dict(lr=1e-2), 5, 3),
+    # Adafactor needs RMS(update) before it updates: two passes over a vector,
+    # p, g, v read and v written, then p, g, v read and p written (32 bytes).
+    # Its factored 2-D case is benchmarked by benchmarks/bench_matrix.py.
+    Entry("Adafactor", _reference.adafactor, dict(lr=1e-2), 3, 1, passes=((3, 1),)),
     # Beyond torch.optim (nopt/_kernels/beyond.pxi; no torch peers).
     Entry("Lion", _reference.lion, dict(lr=1e-4)),
     Entry("AdaBelief", _reference.adabelief, dict(lr=1e-3)),
     Entry("Adan", _reference.adan, dict(lr=1e-3), 6, 5),
     Entry("ScheduleFreeSGD", _reference.schedule_free_sgd, dict(lr=1.0), 3, 2),
     Entry("ScheduleFreeAdamW", _reference.schedule_free_adamw, dict(lr=2.5e-3), 4, 3),
-    # LAMB: moments and norms (p, g, m, v; m, v), then the update (p, m, v; p).
+    # LAMB: moments and norms (p, g, m, v read; m, v written), then the
+    # update (p, m, v read; p written): 40 bytes.
     Entry("LAMB", _reference.lamb, dict(lr=1e-3), 4, 2, passes=((3, 1),)),
-    # LARS: its norm pass reads p and g again; the roofline counts the update pass
-    # only, so its % of the roofline understates.
-    Entry("LARS", _reference.lars, dict(lr=1.0), 3, 2),
+    # LARS: the norms (p, g read), then the update (p, g, buf read; p, buf
+    # written): 28 bytes.
+    Entry("LARS", _reference.lars, dict(lr=1.0), 2, 0, passes=((3, 2),)),
+    # Prodigy: the two global sums (p, g, p0, s read; s written), then, with
+    # the new d, the moments and the update (p, g, m, v read; p, m, v
+    # written): 48 bytes. Its reference steps every array (d is global).
+    Entry("Prodigy", _reference.Prodigy, dict(lr=1.0), 4, 1, passes=((4, 3),), per_array=False),
 )

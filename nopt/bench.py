@@ -24,39 +24,47 @@ Cases are ``{arrays}x{elements}[-flat][-f64]`` (``K``/``M`` = 2**10/2**20):
 ``1x16M`` is one float32 array of 16M elements, ``2000x1000-flat`` 2000
 arrays of 1000 in one flat buffer, ``1x8M-f64`` float64.
 
-Bytes moved per element (``BYTES``; in place: a state array read and
-written counts twice; float32 figures, float64 doubles them):
+Bytes moved per element (``BYTES``), the roofline's definition, the same
+for every rule (:class:`nopt._registry.Entry`): each pass over memory that
+the algorithm needs is counted, a stream read once counts once, a stream
+written in place twice (read, then written back). A rule that must finish
+a reduction (a norm, a global sum) before it can update makes one pass for
+the reduction and one for the update: at sizes beyond the caches both read
+memory, so both are counted, and the roofline peer runs both. float32
+figures; float64 doubles them.
 
-=============  ======================================  =====  ======  ======
-optimizer      streams (read; written)                 reads  writes  B/elt
-=============  ======================================  =====  ======  ======
-SGD            param, grad, momentum_buffer; p, buf      3      2      20
-Adam, AdamW    param, grad, exp_avg, exp_avg_sq; p,m,v   4      3      28
-Adamax         param, grad, exp_avg, exp_inf             4      3      28
-NAdam, RAdam   param, grad, exp_avg, exp_avg_sq          4      3      28
-Adagrad        param, grad, sum                          3      2      20
-Adadelta       param, grad, square_avg, acc_delta        4      3      28
-RMSprop        param, grad, square_avg                   3      2      20
-Rprop          param, grad, prev, step_size              4      3      28
-ASGD           param, grad, ax (*)                       3      2      20
-Adafactor      param, grad, variance; twice (**)         5      3      32
-Lion           param, grad, exp_avg                      3      2      20
-AdaBelief      param, grad, exp_avg, exp_avg_var         4      3      28
-Adan           param, grad, m, diff, n, pre_grad         6      5      44
-ScheduleFree   y, grad, z (SGD); y, grad, z, v (AdamW)  3/4    2/3   20/28
-LAMB (2 pass)  p, g, m, v; m, v | p, m, v; p             7      3      40
-LARS (***)     param, grad, momentum_buffer              3      2      20
-=============  ======================================  =====  ======  ======
+=============  ==============================================  ===========  ======
+optimizer      streams per pass (read; written)                passes       B/elt
+=============  ==============================================  ===========  ======
+SGD            p, g, momentum_buffer; p, buf                   (3,2)          20
+Adam, AdamW    p, g, exp_avg, exp_avg_sq; p, m, v              (4,3)          28
+Adamax         p, g, exp_avg, exp_inf                          (4,3)          28
+NAdam, RAdam   p, g, exp_avg, exp_avg_sq                       (4,3)          28
+Adagrad        p, g, sum                                       (3,2)          20
+Adadelta       p, g, square_avg, acc_delta                     (4,3)          28
+RMSprop        p, g, square_avg                                (3,2)          20
+Rprop          p, g, prev, step_size                           (4,3)          28
+ASGD           p, g, ax (*)                                    (3,2)          20
+Adafactor      p, g, v; v | p, g, v; p (**)                    (3,1)+(3,1)    32
+Lion           p, g, exp_avg                                   (3,2)          20
+AdaBelief      p, g, exp_avg, exp_avg_var                      (4,3)          28
+Adan           p, g, m, diff, n, pre_grad                      (6,5)          44
+ScheduleFree   y, g, z (SGD); y, g, z, v (AdamW)               (3,2)/(4,3)  20/28
+LAMB           p, g, m, v; m, v | p, m, v; p                   (4,2)+(3,1)    40
+LARS           p, g; - | p, g, buf; p, buf                     (2,0)+(3,2)    28
+Prodigy        p, g, p0, s; s | p, g, m, v; p, m, v (***)      (4,1)+(4,3)    48
+=============  ==============================================  ===========  ======
 
 (*) ASGD writes ``ax`` without reading it while ``mu == 1``; a written
 stream costs a read too (write-allocate), so it counts as read and written.
-(***) LARS also reads param and grad once more for its norms: its roofline
-counts only the update pass, so its % of the roofline understates.
 (**) Adafactor (a vector: the cases here are 1-D) needs RMS(update) before
-it can update, so it takes two passes: param, grad, variance read and
-variance written, then the three read again and param written: 6 reads and
-2 writes, the same 32 bytes as the roofline's 5 read and 3 written streams.
-Its 2-D (factored) case and Muon are timed by ``benchmarks/bench_matrix.py``.
+it can update. Its 2-D (factored) case and Muon are timed by
+``benchmarks/bench_matrix.py``.
+(***) Prodigy's ``d`` comes from two sums over every parameter of every
+group, so the sums are one pass and the update, which needs the new ``d``,
+another; the moments (weighted by the old ``d``) wait for the second pass,
+so that the first reads only what the sums need (its NumPy peer is
+:class:`nopt._reference.Prodigy`).
 The figures are for the options benchmarked (``OPTIMIZERS``, the
 registry :data:`nopt._registry.RULES`: SGD with momentum, the others at
 torch's defaults).
@@ -68,6 +76,8 @@ Examples
     python -m nopt.bench                                   # every optimizer, every case
     python -m nopt.bench --optimizers SGD,Adam --cases 1x16M,1x100 --threads 1,2
     python -m nopt.bench --quick --json out.json           # tiny cases, few repeats
+    # The rules beyond torch.optim: % of roofline at 1x16M, x vs NumPy at 2000x1000
+    python -m nopt.bench --beyond --threads 1
 """
 import argparse
 import dataclasses
@@ -95,6 +105,12 @@ OPTIMIZERS = RULES
 BYTES = {name: rule.bytes_per_element for name, rule in OPTIMIZERS.items()}
 
 DEFAULT_CASES = ["1x16M", "1x1M", "2000x1000", "2000x1000-flat", "1x8M-f64", "1x100"]
+# --beyond: the rules beyond torch.optim, at the two cases their targets name
+# (% of the roofline at 1x16M float32, x the NumPy reference at 2000x1000).
+BEYOND = ["Lion", "LAMB", "LARS", "Adan", "AdaBelief", "ScheduleFreeSGD", "ScheduleFreeAdamW",
+          "Prodigy"]
+BEYOND_CASES = ["1x16M", "2000x1000"]
+BEYOND_PEERS = ["nopt", "roofline", "numpy"]
 QUICK_CASES = ["1x100", "1x64K", "20x1000-flat"]
 PEERS = ["nopt", "roofline", "numpy", "torch-loop", "torch-foreach", "torch-fused"]
 TORCH_HINT = ('"-" under torch-*: torch is not installed; to compare with torch.optim, '
@@ -163,17 +179,18 @@ def _roofline_peer(spec, case):
     from .optimizer import _aligned_zeros
 
     n = case.n_elements
+    n_streams = max(r for r, _ in spec.all_passes)
     # Buffers at staggered page offsets (_aligned_zeros): no 4K aliasing
     # between streams, the best layout memory allows.
     if case.flat:
-        buffers = [_aligned_zeros(n, case.dtype) for _ in range(spec.n_read)]
+        buffers = [_aligned_zeros(n, case.dtype) for _ in range(n_streams)]
         for b in buffers:
             b.fill(1)  # touch every page: untouched zero pages read as fast as a cache
         streams = [[b[k * case.size:(k + 1) * case.size] for k in range(case.n_arrays)] for b in buffers]
     else:
         # Separate arrays, one allocation each, like the nopt peer's.
         streams = [[_aligned_zeros(case.size, case.dtype) for _ in range(case.n_arrays)]
-                    for _ in range(spec.n_read)]
+                    for _ in range(n_streams)]
         for s in streams:
             for a in s:
                 a.fill(1)  # (touch every page)
@@ -182,8 +199,7 @@ def _roofline_peer(spec, case):
     def step():
         # make_table is part of the step, as it is for nopt (per-array cost).
         ptrs, chunks, n_threads = _plan.make_table(streams)
-        roofline.stream(ptrs, chunks, is_double, n_threads, spec.n_read, spec.n_write)
-        for n_read, n_write in spec.passes:
+        for n_read, n_write in spec.all_passes:  # every pass of the step, reductions too
             roofline.stream(ptrs, chunks, is_double, n_threads, n_read, n_write)
 
     return step, streams
@@ -558,10 +574,19 @@ def main(argv=None):
     parser.add_argument("--peers", help=f"comma-separated subset of {','.join(PEERS)}")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--quick", action="store_true", help="tiny cases and few, short samples (a smoke run)")
+    parser.add_argument("--beyond", action="store_true",
+                        help=f"the rules beyond torch.optim ({','.join(BEYOND)}) at "
+                             f"{','.join(BEYOND_CASES)} against the roofline and NumPy (the "
+                             "figures of the README's table; other options still apply)")
     parser.add_argument("--distributed", action="store_true",
                         help="allreduce and ZeRO costs: mpiexec -n 3 python -m nopt.bench --distributed")
     args = parser.parse_args(argv)
 
+    optimizers, peers = _csv(args.optimizers), _csv(args.peers)
+    if args.beyond:
+        optimizers = optimizers or BEYOND
+        peers = peers or BEYOND_PEERS
+        args.cases = args.cases or ",".join(BEYOND_CASES)
     cases = _csv(args.cases) or (QUICK_CASES if args.quick else DEFAULT_CASES)
     repeat = args.repeat or (3 if args.quick else 7)
     min_time = args.min_time or (0.005 if args.quick else 0.1)
@@ -572,8 +597,8 @@ def main(argv=None):
     except ValueError as exc:
         parser.error(str(exc))
     result = run(
-        optimizers=_csv(args.optimizers), cases=cases, threads=threads, repeat=repeat,
-        min_time=min_time, peers=_csv(args.peers),
+        optimizers=optimizers, cases=cases, threads=threads, repeat=repeat,
+        min_time=min_time, peers=peers,
     )
     if args.json:
         with open(args.json, "w") as f:

@@ -55,8 +55,24 @@ def _load_arrays(saved, params, where):
     return out
 
 
+def _plans_its_step(optimizer):
+    """Whether ``optimizer.step`` runs through ``Optimizer._plan_then_run`` (see ``_Wrapper``)."""
+    return isinstance(optimizer, Optimizer) and (
+        optimizer.rule is not None or type(optimizer)._plan is not Optimizer._plan)
+
+
 class _Wrapper:
-    """What every wrapper forwards to the optimizer it wraps."""
+    """What every wrapper forwards to the optimizer it wraps.
+
+    A wrapper's own changes (its counters, MultiSteps' mean gradient,
+    Lookahead's synchronisation) are ``(function, args)`` calls of C
+    functions, run by ``_plan.run`` like a step's kernels: when the wrapped
+    optimizer plans its step (``Optimizer._plan_then_run``), in the very run
+    phase of that step, so that a Ctrl-C applies the wrapped step and the
+    wrapper's changes together or not at all. Around another wrapper, or an
+    optimizer with a ``step`` of its own (LBFGS, CG, SparseAdam), they run
+    just before and just after its step.
+    """
 
     @property
     def param_groups(self):
@@ -71,6 +87,31 @@ class _Wrapper:
 
     def _batches(self):
         return _innermost(self.optimizer)._batches()
+
+    def _step_with(self, closure, before, after, applied=None):
+        """Step the wrapped optimizer with ``before`` and ``after`` (lists of calls) around it.
+
+        ``applied()`` (fallback path only) says whether the wrapped step was
+        applied (a wrapped ApplyIfFinite may skip it); ``after`` runs only then.
+        """
+        inner = self.optimizer
+        if _plans_its_step(inner):
+            inner._run_around = (before, after)
+            try:
+                return inner.step(closure) if closure is not None else inner.step()
+            finally:
+                # (Taken by _plan_then_run; still there if the step failed earlier.)
+                inner.__dict__.pop("_run_around", None)
+        _plan.run(before)
+        try:
+            loss = inner.step(closure) if closure is not None else inner.step()
+        except BaseException:
+            if applied is None:
+                _plan.run(after)  # (MultiSteps: a cycle whose step failed is dropped, as before)
+            raise
+        if applied is None or applied():
+            _plan.run(after)
+        return loss
 
 
 class MultiSteps(_Wrapper):
@@ -114,7 +155,9 @@ class MultiSteps(_Wrapper):
     def step(self, closure=None):
         """Accumulate this call's gradients; on every ``every_k``-th call, step with their mean.
 
-        Returns the closure's loss (if any).
+        Returns the closure's loss (if any). All or nothing: the accumulation,
+        the counters and (on the ``every_k``-th call) the wrapped step run as
+        one run phase (see ``_Wrapper``).
         """
         loss = closure() if closure is not None else None
         batches = self._batches()           # checks every gradient before anything changes
@@ -125,6 +168,7 @@ class MultiSteps(_Wrapper):
             for p, buf in zip(new, Optimizer._flat_zeros(new)):
                 self._accumulators[p] = buf
         seen = self._seen
+        calls, keep_alive = [], []
         for batch in batches:
             # A buffer not yet written in this cycle is overwritten (acc = g*scale).
             for first in (False, True):
@@ -132,38 +176,42 @@ class MultiSteps(_Wrapper):
                 if keep:
                     accs = [self._accumulators[batch.params[k]] for k in keep]
                     grads = [batch.grads[k] for k in keep]
+                    keep_alive.append((accs, grads))
                     ptrs, chunks, n_threads = _plan.make_table([accs, grads])
-                    accumulate(ptrs, chunks, batch.is_double, n_threads, scale, first)
+                    calls.append((accumulate, (ptrs, chunks, batch.is_double, n_threads, scale,
+                                               first)))
         in_call = {p for batch in batches for p in batch.params}
-        seen.update(in_call)
-        self.mini_step += 1
         if not last:
-            self.last_step_applied = False
+            calls += [(seen.update, (in_call,)),
+                      (setattr, (self, "mini_step", self.mini_step + 1)),
+                      (setattr, (self, "last_step_applied", False))]
+            _plan.run(calls)
             return loss
         # Parameters seen earlier in the cycle but without a gradient now: divide their sums.
         for dtype in ("float32", "float64"):
             rest = [p for p in seen if p not in in_call and p.dtype == dtype]
             if rest:
                 accs = [self._accumulators[p] for p in rest]
+                keep_alive.append(accs)
                 ptrs, chunks, n_threads = _plan.make_table([accs, accs])
-                accumulate(ptrs, chunks, dtype == "float64", n_threads, scale, True)
-        self._step_with_mean()
+                calls.append((accumulate, (ptrs, chunks, dtype == "float64", n_threads, scale,
+                                           True)))
+        self._step_with_mean(calls, seen | in_call)
         return loss
 
-    def _step_with_mean(self):
+    def _step_with_mean(self, calls, seen):
         # Params seen in the cycle get the mean; the others have no gradient in the step.
         params = _param_ids(self.optimizer)
         saved = [p.grad for p in params]
+        after = [(setattr, (self, "_seen", set())), (setattr, (self, "mini_step", 0)),
+                 (setattr, (self, "last_step_applied", True))]
         try:
             for p in params:
-                p.grad = self._accumulators[p] if p in self._seen else None
-            self.optimizer.step()
+                p.grad = self._accumulators[p] if p in seen else None
+            self._step_with(None, calls, after)
         finally:
             for p, g in zip(params, saved):
                 p.grad = g
-            self._seen = set()
-            self.mini_step = 0
-        self.last_step_applied = True
 
     def state_dict(self):
         """The wrapped optimizer's state dict, ``mini_step`` and the accumulators by parameter id."""
@@ -274,21 +322,26 @@ class Lookahead(_Wrapper):
                 for p, buf in zip(members, Optimizer._flat_zeros(members)):
                     buf[...] = p
                     self._slow[p] = buf
-        loss = self.optimizer.step(closure)
-        if getattr(self.optimizer, "last_step_applied", True) is False:
-            return loss
-        self.fast_steps += 1
-        if self.fast_steps == self.k:
-            self._synchronise(params)
-            self.fast_steps = 0
-        return loss
+        # The counter and, every k-th step, the synchronisation: run with the
+        # fast step, all or nothing (see _Wrapper).
+        fast_steps = self.fast_steps + 1
+        if fast_steps == self.k:
+            after = self._synchronise_calls(params) + [(setattr, (self, "fast_steps", 0))]
+        else:
+            after = [(setattr, (self, "fast_steps", fast_steps))]
+        return self._step_with(
+            closure, [], after,
+            applied=lambda: getattr(self.optimizer, "last_step_applied", True) is not False)
 
-    def _synchronise(self, params):
+    def _synchronise_calls(self, params):
+        calls = []
         for dtype in ("float32", "float64"):
             fast = [p for p in params if p.dtype == dtype]
             if fast:
                 ptrs, chunks, n_threads = _plan.make_table([fast, [self._slow[p] for p in fast]])
-                lookahead_sync(ptrs, chunks, dtype == "float64", n_threads, self.alpha)
+                calls.append((lookahead_sync, (ptrs, chunks, dtype == "float64", n_threads,
+                                               self.alpha)))
+        return calls
 
     def state_dict(self):
         params = _param_ids(self.optimizer)

@@ -82,8 +82,9 @@ class LAMB(Optimizer):
         for k, (step, params, grads, part) in enumerate(_beyond.split_steps(batch, columns, steps, common)):
             c1 = 1 / (1 - beta1 ** step)
             inv_bc2_sqrt = 1 / (1 - beta2 ** step) ** 0.5
-            ptrs, chunks, rows, n_threads = _beyond.segmented_table(
+            ptrs, chunks, rows, partials, scale, n_threads = _beyond.segmented_table(
                 self, [params, grads, *part], (batch.group_index, k))
-            calls.append((_lamb_kernel, (ptrs, chunks, rows, batch.is_double, n_threads, sign,
+            calls.append((_lamb_kernel, (ptrs, chunks, rows, partials, scale, batch.is_double,
+                                         n_threads, sign,
                                          beta1, beta2, c1, inv_bc2_sqrt, group["eps"],
                                          group["weight_decay"], -group["lr"])))

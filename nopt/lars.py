@@ -50,8 +50,12 @@ class LARS(Optimizer):
     ``optax.lars`` with ``weight_decay=0``. With weight decay, optax divides
     by :math:`\|g_t + \lambda\theta\|` where the paper (and nopt) divide by
     :math:`\|g_t\| + \lambda\|\theta\|`; the tests compare with a NumPy
-    transcription of the paper there. Norms are reduced in double per fixed
-    chunk and summed in chunk order: the same bits for any thread count.
+    transcription of the paper there. Norms are reduced per fixed chunk
+    and summed in chunk order: the same bits for any thread count. A step
+    is two passes over memory (the norms, then the update), in one kernel
+    call; float32 squares are summed in float over blocks of 4096 elements
+    and the blocks in double (a block out of float's safe range is summed
+    again in double).
 
     References
     ----------
@@ -86,8 +90,9 @@ class LARS(Optimizer):
         group = batch.group
         (buffers,) = _beyond.state_arrays(self, batch, _KEYS, undo)
         sign = -1.0 if group["maximize"] else 1.0
-        ptrs, chunks, rows, n_threads = _beyond.segmented_table(
-            self, [batch.params, batch.grads, buffers], batch.group_index)
-        calls.append((_lars_kernel, (ptrs, chunks, rows, batch.is_double, n_threads, sign,
+        ptrs, chunks, rows, partials, scale, n_threads = _beyond.segmented_table(
+            self, [batch.params, batch.grads, buffers], (batch.group_index, batch.is_double))
+        calls.append((_lars_kernel, (ptrs, chunks, rows, partials, scale, batch.is_double,
+                                     n_threads, sign,
                                      group["lr"], group["momentum"], group["weight_decay"],
                                      group["trust_coefficient"], group["eps"], group["nesterov"])))

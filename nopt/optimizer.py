@@ -526,6 +526,9 @@ class Optimizer:
         -------
         The closure's loss, or None.
         """
+        # (combinators) Work a wrapper asked to have run in this step's run
+        # phase, before and after its kernels (see nopt/combinators.py).
+        around = self.__dict__.pop("_run_around", None)
         loss = None
         if closure is not None:
             loss = closure()
@@ -552,6 +555,8 @@ class Optimizer:
             self._step_tables = None
         # (reliability) All kernels and scalar-state stores, back to back from
         # C: a signal (Ctrl-C) is handled only once the whole step is applied.
+        if around is not None:
+            calls = around[0] + calls + around[1]
         _plan.run(calls)
         return loss
 

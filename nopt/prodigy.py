@@ -2,41 +2,54 @@
 import math
 
 from . import _beyond
-from ._kernels import _plan as _plan_module
 from ._kernels import rules as _rules
 from ._kernels._spec import Rule
-from ._kernels.helpers import prodigy_moments
+from ._kernels.helpers import prodigy_run
 from .optimizer import Optimizer
 
 __all__ = ["Prodigy"]
 
 # The elementwise second pass, once the new d is known (the first pass, with
-# its two global sums, is nopt._kernels.helpers.prodigy_moments).
+# its two global sums, is nopt._kernels.helpers.prodigy_sums): the moments,
+# whose weights use the old d, then the parameters. The moments wait for this
+# pass, so that the first reads only what the sums need (p, g, p0, s).
 RULE_UPDATE = Rule(
     "prodigy_update",
     state=(("exp_avg_sq", 0), ("exp_avg", 0, "has_exp_avg")),
     step=False,
-    args=("wd", "neg_wd", "neg_step", "d_eps"),
-    flags=(("has_exp_avg", None), ("coupled", "wd != 0"), ("decoupled", "neg_wd != 0")),
+    args=("wd", "neg_wd", "neg_step", "d_eps", "beta1", "a_m", "beta2", "a_v"),
+    flags=(("has_exp_avg", None), ("moments", None), ("coupled", "wd != 0"),
+           ("decoupled", "neg_wd != 0")),
     valid="not (coupled and decoupled)",
     body="""
 cdef floating p = param[j]
+cdef floating g = grad[j]
+cdef floating v = exp_avg_sq[j]
 cdef floating u
+if coupled:
+    g = g + wd * p
+if moments:
+    v = v * beta2 + a_v * g * g
+    exp_avg_sq[j] = v
 if has_exp_avg:
     u = exp_avg[j]
+    if moments:
+        u = u * beta1 + a_m * g
+        exp_avg[j] = u
 else:
-    u = grad[j]
-    if coupled:
-        u = u + wd * p
+    u = g
 if decoupled:
     p = p + neg_wd * p
-param[j] = p + neg_step * u / (fsqrt(exp_avg_sq[j]) + d_eps)
+param[j] = p + neg_step * u / (fsqrt(v) + d_eps)
 """,
-    doc="""Prodigy's update over (param, grad, exp_avg_sq[, exp_avg]) rows (releases the GIL).
+    doc="""Prodigy's second pass over (param, grad, exp_avg_sq[, exp_avg]) rows (releases the GIL).
 
-    ``wd`` is the coupled L2 term (0 when decoupled), ``neg_wd`` the
-    decoupled ``-wd*dlr`` (0 when coupled), ``neg_step`` is ``-dlr``
-    (``-dlr*d`` without exp_avg) and ``d_eps`` is ``d*eps``.""",
+    With ``moments``, first ``exp_avg = beta1*exp_avg + a_m*g`` and
+    ``exp_avg_sq = beta2*exp_avg_sq + a_v*g*g`` (``a_m = d*(1-beta1)``,
+    ``a_v = d*d*(1-beta2)``, old d); then the update: ``wd`` is the coupled
+    L2 term (0 when decoupled), ``neg_wd`` the decoupled ``-wd*dlr`` (0 when
+    coupled), ``neg_step`` is ``-dlr`` (``-dlr*d`` without exp_avg) and
+    ``d_eps`` is ``d*eps`` (new d).""",
 )
 
 
@@ -97,8 +110,11 @@ class Prodigy(Optimizer):
     global sums are reduced in double per fixed chunk, in chunk order (the
     same bits for any thread count); the package sums float32 dot products
     in float32, hence the float32 tolerance of the tests. A step is two
-    kernel calls per group: the moments and sums, then the update with the
-    new :math:`d`.
+    passes over every group: the two sums, then, once the new :math:`d` is
+    known, the moments (weighted by the old :math:`d`) and the update; both run from one compiled call
+    (``beyond.prodigy_run``), so a step is applied whole or not at all, as
+    every optimizer's (Ctrl-C included), and arrays sharing memory are
+    refused before anything changes.
 
     References
     ----------
@@ -143,87 +159,61 @@ class Prodigy(Optimizer):
         """Perform one optimization step; return the closure's loss if given."""
         return self._plan_then_run(closure)
 
-    def _plan_then_run(self, closure=None):
-        # As Optimizer._plan_then_run, but d is global: every batch's first
-        # pass runs before the new d is known, then every batch's second pass.
-        loss = None
-        if closure is not None:
-            loss = closure()
-        _plan_module.check_numbers(self.param_groups, self._number_keys)
-        undo, work = [], []
-        try:
-            lr = max(group["lr"] for group in self.param_groups)
-            for i, group in enumerate(self.param_groups):
-                if group["lr"] not in (lr, 0.0):
-                    raise ValueError(
-                        f"param_groups[{i}]['lr'] is {group['lr']}: Prodigy's groups may only "
-                        f"differ from the largest lr ({lr}) by setting lr to 0")
-            first = self.param_groups[0]
-            beta1, beta2 = first["betas"]
-            beta3 = first["beta3"] if first["beta3"] is not None else math.sqrt(beta2)
-            k, d = first["k"], first["d"]
-            bias = ((1 - beta2 ** (k + 1)) ** 0.5) / (1 - beta1 ** (k + 1)) \
-                if first["use_bias_correction"] else 1.0
-            dlr = d * lr * bias
-            for batch in self._batches():
-                work.append(self._plan_batch(batch, undo, beta1, beta2, beta3, d, dlr))
-        except BaseException:
-            self._revert(undo)
-            raise
-        numerator, denominator = 0.0, 0.0
-        for batch, moments, _ in work:
-            if moments is not None:
-                dot, abs_sum = moments[0](*moments[1])
-                numerator += (d / batch.group["d0"]) * dlr * dot
-                denominator += abs_sum
-        if denominator == 0:
-            # As the package: no update, and the step is not counted.
-            for batch, _, _ in work:
-                for p in batch.params:
-                    self.state[p]["step"] -= 1.0
-            return loss
-        d_hat = d
-        global_numerator = first["d_numerator"] * beta3 + numerator
-        d_max = first["d_max"]
-        if lr > 0.0:
-            d_hat = first["d_coef"] * global_numerator / denominator
-            if d == self.param_groups[-1]["d0"]:
-                d = max(d, d_hat)
-            d_max = max(d_max, d_hat)
-            d = min(d_max, d * first["growth_rate"])
-        for group in self.param_groups:
-            group.update(d_numerator=global_numerator, d_denom=denominator, d=d, d_max=d_max,
-                         d_hat=d_hat)
-        for batch, _, (ptrs, chunks, n_threads) in work:
-            group = batch.group
-            wd = group["weight_decay"]
-            coupled = wd if (wd != 0 and not group["decouple"]) else 0.0
-            neg_wd = -wd * dlr if (wd != 0 and group["decouple"]) else 0.0
-            neg_step = -dlr if beta1 > 0 else -dlr * d
-            _rules.prodigy_update(ptrs, chunks, batch.is_double, n_threads, coupled, neg_wd,
-                                  neg_step, d * group["eps"], beta1 > 0)
-        for group in self.param_groups:
-            group["k"] = group["k"] + 1
-        return loss
-
-    def _plan_batch(self, batch, undo, beta1, beta2, beta3, d, dlr):
+    def _plan(self, batch, calls, undo):
+        # d is global: its first pass must have run over every batch before
+        # any batch can be updated. So the step is one planned call,
+        # beyond.prodigy_run, which runs both passes of every batch from C (in
+        # the base class's all-or-nothing run phase); the first batch planned
+        # (``calls`` still empty) adds it, and each batch adds its part.
+        if not calls:
+            calls.append((prodigy_run, (self.state, self.param_groups, self._step_scalars(), [],
+                                        _rules.prodigy_update)))
+        _, (_, _, scalars, parts, _) = calls[0]
+        d, dlr, beta3 = scalars[0], scalars[1], scalars[2]
+        has_exp_avg = scalars[9]
+        beta1, beta2 = self.param_groups[0]["betas"]
         group = batch.group
-        keys = ("s", "p0", "exp_avg_sq", "exp_avg") if beta1 > 0 else ("s", "p0", "exp_avg_sq")
+        keys = ("s", "p0", "exp_avg_sq", "exp_avg") if has_exp_avg else ("s", "p0", "exp_avg_sq")
         tag = (batch.group_index, batch.is_double)
         columns, _, _ = self._count_step(batch, keys, undo, cache=tag)
+        old_steps = undo[-1][1]  # (the counts before this step: _count_step's undo entry)
         s, p0, exp_avg_sq = columns[:3]
         extra = columns[3:]
         params, grads = batch.params, batch.grads
         wd = group["weight_decay"]
         coupled = wd if (wd != 0 and not group["decouple"]) else 0.0
-        moments = None
+        neg_wd = -wd * dlr if (wd != 0 and group["decouple"]) else 0.0
+        sums, coef = None, 0.0
         if group["lr"] > 0.0:
             d0 = group["d0"]
+            coef = (d / d0) * dlr
             a_s = (d / d0) * (d if group["safeguard_warmup"] else dlr)
-            ptrs, chunks, n_threads = self._table([params, grads, p0, exp_avg_sq, s, *extra],
-                                                  (batch.group_index, "moments"))
-            moments = (prodigy_moments, (ptrs, chunks, batch.is_double, n_threads, coupled, beta1,
-                                         d * (1 - beta1), beta2, d * d * (1 - beta2), beta3, a_s,
-                                         beta1 > 0))
-        update = self._table([params, grads, exp_avg_sq, *extra], (batch.group_index, "update"))
-        return batch, moments, update
+            ptrs, chunks, n_threads = self._table([params, grads, p0, s], tag + ("sums",))
+            sums = (ptrs, chunks, _beyond.work_space(self, chunks, tag), batch.is_double,
+                    n_threads, coupled, beta3, a_s)
+        # (The two tables share only the parameters and gradients, which the
+        # aliasing check may see twice: it checks every array of the step.)
+        ptrs, chunks, n_threads = self._table([params, grads, exp_avg_sq, *extra],
+                                              tag + ("update",))
+        parts.append((sums, coef, params, old_steps, ptrs, chunks, batch.is_double, n_threads,
+                      coupled, neg_wd, group["eps"], sums is not None))
+
+    def _step_scalars(self):
+        """The step's global scalars (see ``beyond.prodigy_run``), from the groups as they are."""
+        lr = max(group["lr"] for group in self.param_groups)
+        for i, group in enumerate(self.param_groups):
+            if group["lr"] not in (lr, 0.0):
+                raise ValueError(
+                    f"param_groups[{i}]['lr'] is {group['lr']}: Prodigy's groups may only "
+                    f"differ from the largest lr ({lr}) by setting lr to 0")
+        first = self.param_groups[0]
+        beta1, beta2 = first["betas"]
+        beta3 = first["beta3"] if first["beta3"] is not None else math.sqrt(beta2)
+        k, d = first["k"], first["d"]
+        bias = ((1 - beta2 ** (k + 1)) ** 0.5) / (1 - beta1 ** (k + 1)) \
+            if first["use_bias_correction"] else 1.0
+        dlr = d * lr * bias
+        return (float(d), float(dlr), float(beta3), float(first["d_numerator"]),
+                float(first["d_max"]), float(first["d_coef"]), float(first["growth_rate"]),
+                float(self.param_groups[-1]["d0"]), float(lr), beta1 > 0,
+                float(beta1), float(beta2), d * (1 - beta1), d * d * (1 - beta2))

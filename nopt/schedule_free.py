@@ -106,7 +106,10 @@ class _ScheduleFree(Optimizer):
         self._switch(False)
 
     def _switch(self, train):
-        # One averaging-kernel call per group and dtype: p = lerp(p, z, w), as the package.
+        # One averaging-kernel call per group and dtype: p = lerp(p, z, w), as
+        # the package; planned first, then run with the groups' flags from C
+        # (_plan.run), so a Ctrl-C switches every group or none.
+        calls, arrays = [], []
         for group in self.param_groups:
             if bool(group["train_mode"]) == train:
                 continue
@@ -117,9 +120,12 @@ class _ScheduleFree(Optimizer):
                           if p.dtype == dtype and self.state.get(p, {}).get("z") is not None]
                 if params:
                     zs = [self.state[p]["z"] for p in params]
+                    arrays.append((params, zs))  # (alive until the kernels ran)
                     ptrs, chunks, n_threads = _plan_module.make_table([params, zs])
-                    average(ptrs, chunks, dtype == "float64", n_threads, EMA, weight)
-            group["train_mode"] = train
+                    calls.append((average, (ptrs, chunks, dtype == "float64", n_threads, EMA,
+                                            weight)))
+            calls.append((set_items, (group, ("train_mode",), (train,))))
+        _plan_module.run(calls)
 
     def step(self, closure=None):
         """Perform one optimization step; return the closure's loss if given.

@@ -86,14 +86,20 @@ def test_parse_case(name, expected):
 
 
 def test_bytes_table_covers_every_rule():
-    assert set(bench.OPTIMIZERS) == {r.name for r in optim_db.records(elementwise=True)}
+    per_array = {name for name, spec in bench.OPTIMIZERS.items() if spec.per_array}
+    assert per_array == {r.name for r in optim_db.records(elementwise=True)}
     assert bench.BYTES["Adam"] == 28 and bench.BYTES["SGD"] == 20
+    # Every pass counted (the norm pass of LARS, Prodigy's two passes).
+    assert bench.BYTES["LARS"] == 28 and bench.BYTES["LAMB"] == 40
+    assert bench.BYTES["Prodigy"] == 48 and bench.BYTES["Adafactor"] == 32
     for spec in bench.OPTIMIZERS.values():
-        assert 1 <= spec.n_write <= spec.n_read <= roofline.MAX_STREAMS
+        for n_read, n_write in spec.all_passes:
+            assert 0 <= n_write <= n_read <= roofline.MAX_STREAMS and n_read >= 1
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("n_read,n_write", [(2, 1), (3, 2), (4, 3), (5, 4), (5, 5), (6, 5), (6, 6)])
+@pytest.mark.parametrize("n_read,n_write", [(2, 1), (3, 2), (4, 3), (5, 4), (5, 5), (6, 5), (6, 6),
+                                             (1, 0), (2, 0), (6, 0)])
 def test_roofline_stream_moves_the_streams(dtype, n_read, n_write):
     rng = np.random.default_rng(0)
     streams = [[rng.standard_normal(s).astype(dtype) for s in (70_000, 3, 40_000)] for _ in range(n_read)]
@@ -113,6 +119,8 @@ def test_roofline_stream_checks_counts():
     ptrs, chunks, n = _plan.make_table([a, a])
     with pytest.raises(ValueError, match="n_write"):
         roofline.stream(ptrs, chunks, False, n, 2, 3)
+    with pytest.raises(ValueError, match="n_read >= 1"):
+        roofline.stream(ptrs, chunks, False, n, 0, 0)
     with pytest.raises(ValueError, match="streams"):
         roofline.stream(ptrs, chunks, False, n, 3, 1)
 

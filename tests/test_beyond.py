@@ -4,7 +4,7 @@ Each rule runs 100 steps on a few parameters (gradients from a quadratic
 plus fixed noise, computed from each implementation's own parameters) in
 float64 and float32 and is compared with:
 - the NumPy transcription of its paper (nopt/_reference.py, which the bench and the
-  generic table tests share; Prodigy's, which needs every array at once, is below), always;
+  generic table tests share; Prodigy's steps every array at once, d being global), always;
 - optax (jax on the CPU, float64 enabled) and the authors' torch packages
   (lion-pytorch, schedulefree, prodigyopt) and pytorch-optimizer, when
   installed (importorskip).
@@ -80,63 +80,6 @@ def run_nopt(name, options, dtype, switch_every=0):
     return [np.asarray(p).copy() for p in params]
 
 
-class ProdigyReference:
-    """Prodigy from its paper and prodigyopt, in NumPy: d is global, so it steps all arrays."""
-
-    def __init__(self, params, grads, **options):
-        defaults = dict(lr=1.0, betas=(0.9, 0.999), beta3=None, eps=1e-8, weight_decay=0.0,
-                        decouple=True, use_bias_correction=False, safeguard_warmup=False,
-                        d0=1e-6, d_coef=1.0, growth_rate=math.inf)
-        self.h = {**defaults, **options}
-        self.params, self.grads = params, grads
-        self.state = [{"s": np.zeros_like(p), "p0": p.copy(), "exp_avg": np.zeros_like(p),
-                       "exp_avg_sq": np.zeros_like(p)} for p in params]
-        self.d = self.d_max = self.h["d0"]
-        self.numerator, self.k = 0.0, 0
-
-    def step(self):
-        h = self.h
-        b1, b2 = h["betas"]
-        b3 = h["beta3"] if h["beta3"] is not None else math.sqrt(b2)
-        k, d, d0, lr, wd = self.k, self.d, h["d0"], h["lr"], h["weight_decay"]
-        bias = math.sqrt(1 - b2 ** (k + 1)) / (1 - b1 ** (k + 1)) if h["use_bias_correction"] else 1.0
-        dlr = d * lr * bias
-        numerator, denominator = self.numerator * b3, 0.0
-        grads = []
-        for p, g, s in zip(self.params, self.grads, self.state):
-            dt = p.dtype.type
-            if wd and not h["decouple"]:
-                g = g + dt(wd) * p
-            grads.append(g)
-            numerator += (d / d0) * dlr * float(np.dot(g.ravel().astype(np.float64),
-                                                       (s["p0"] - p).ravel().astype(np.float64)))
-            s["exp_avg"] *= dt(b1)
-            s["exp_avg"] += dt(d * (1 - b1)) * g
-            s["exp_avg_sq"] *= dt(b2)
-            s["exp_avg_sq"] += dt(d * d * (1 - b2)) * g * g
-            s["s"] *= dt(b3)
-            s["s"] += dt((d / d0) * (d if h["safeguard_warmup"] else dlr)) * g
-            denominator += float(np.abs(s["s"]).sum(dtype=np.float64))
-        if denominator == 0:
-            return
-        d_hat = h["d_coef"] * numerator / denominator
-        if d == d0:
-            d = max(d, d_hat)
-        self.d_max = max(self.d_max, d_hat)
-        self.d = d = min(self.d_max, d * h["growth_rate"])
-        self.numerator = numerator
-        for p, g, s in zip(self.params, grads, self.state):
-            dt = p.dtype.type
-            denom = np.sqrt(s["exp_avg_sq"]) + dt(d * h["eps"])
-            if wd and h["decouple"]:
-                p -= dt(wd * dlr) * p
-            if b1 > 0:
-                p -= dt(dlr) * s["exp_avg"] / denom
-            else:
-                p -= dt(dlr * d) * g / denom
-        self.k += 1
-
-
 def _switch(rule, name, train):
     """Schedule-free train()/eval() on the NumPy reference's arrays: p = lerp(p, z, w)."""
     beta = rule.group["betas"][0] if name == "ScheduleFreeAdamW" else rule.group["momentum"]
@@ -149,10 +92,7 @@ def run_reference(name, options, dtype, switch_every=0):
     x0, noise, curvature = _initial(dtype)
     params = [x.copy() for x in x0]
     grads = [np.zeros_like(x) for x in x0]
-    if name == "Prodigy":
-        rule = ProdigyReference(params, grads, **options)
-    else:
-        rule = _reference.make(name, params, grads, **options)
+    rule = _reference.make(name, params, grads, **options)
     for t in range(STEPS):
         for k, p in enumerate(params):
             grads[k][...] = _grad(p, k, t, noise, curvature)
@@ -499,3 +439,34 @@ def test_prodigy_groups_may_only_differ_by_lr_zero():
         frozen.step()
     np.testing.assert_array_equal(np.asarray(b), np.ones(3))
     assert not np.array_equal(np.asarray(a), np.ones(3))
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e-12, 1e-25, 1e20, 1e30])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_lars_norms_hold_at_any_scale(scale, dtype):
+    """LARS's norm pass (float32: squares summed in float per block, the block
+    sums in double; blocks out of float's safe range summed again in double):
+    the trust ratio matches float64 norms, whatever the magnitude (squares
+    that would underflow, flush to zero or overflow in float), on 1 and 2 threads."""
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal(100_003) * scale).astype(dtype)
+    g = (rng.standard_normal(100_003) * scale * 1e-2).astype(dtype)
+    # One block of the parameter far smaller than the rest: its squares vanish in float.
+    x[5000:9000] *= dtype(1e-30) if scale < 1e20 else dtype(1)
+    results = []
+    for threads in (1, 2):
+        p = nopt.Parameter(x.copy())
+        p.grad = g.copy()
+        opt = nopt.LARS([p], lr=1.0, momentum=0.0, trust_coefficient=1e-3)
+        with nopt.num_threads(threads):
+            opt.step()
+        results.append(np.asarray(p).copy())
+    np.testing.assert_array_equal(results[0], results[1])
+    x64, g64 = x.astype(np.float64), g.astype(np.float64)
+    trust = 1e-3 * np.linalg.norm(x64) / np.linalg.norm(g64)
+    expected = x64 - trust * g64
+    step = (x64 - results[0].astype(np.float64))
+    # The step is trust * g: its size gives nopt's trust ratio.
+    measured = np.dot(step, g64) / np.dot(g64, g64)
+    assert measured == pytest.approx(trust, rel=1e-5 if dtype == np.float32 else 1e-12)
+    np.testing.assert_allclose(results[0], expected, rtol=1e-5 if dtype == np.float32 else 1e-12)

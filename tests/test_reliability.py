@@ -527,3 +527,158 @@ def test_apply_if_finite_passes_the_closure_to_lbfgs():
     assert loss == 5.0
     assert opt.last_step_applied
     assert np.abs(p).max() < 1e-6
+
+
+# ---------------------------------------------------------------- issue 18: multi-pass rules
+# Rules whose step is more than one pass (norms or global sums first, then
+# the update) get the same all-or-nothing run phase and aliasing check as
+# every other optimizer. Prodigy used to run its passes from Python (a
+# Ctrl-C between two groups' updates left one group stepped) and skipped the
+# aliasing check.
+_MULTI_PASS = [
+    (nopt.Prodigy, {}, "exp_avg_sq"),
+    (nopt.LAMB, {}, "exp_avg"),
+    (nopt.LARS, {"lr": 0.1}, "momentum_buffer"),
+    (nopt.Adan, {}, "exp_avg"),
+    (nopt.Adafactor, {}, "variance"),
+    (nopt.ScheduleFreeAdamW, {}, "z"),
+]
+_MULTI_IDS = [cls.__name__ for cls, _, _ in _MULTI_PASS]
+
+
+def _same_groups(a, b):
+    for ga, gb in zip(a.param_groups, b.param_groups):
+        assert {k: v for k, v in ga.items() if k != "params"} == \
+               {k: v for k, v in gb.items() if k != "params"}
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="needs signal.pthread_kill")
+@pytest.mark.parametrize("cls, kwargs, key", _MULTI_PASS, ids=_MULTI_IDS)
+def test_ctrl_c_during_a_multi_pass_step_applies_all_or_nothing(cls, kwargs, key):
+    """SIGINT once the first group's parameters move: both groups, their state and the
+    groups' scalars (Prodigy's d, k, ...) agree with a whole step."""
+    (params, opt), (twin_params, twin) = _twins(cls, kwargs, [3_000_000, 1000])
+    opt.step()
+    twin.step()
+    twin.step()
+    interrupted = _interrupt_during_step(opt, params[0])
+    assert interrupted
+    _same_state(opt, twin, params, twin_params)
+    _same_groups(opt, twin)
+
+
+@pytest.mark.parametrize("cls, kwargs, key", _MULTI_PASS, ids=_MULTI_IDS)
+def test_multi_pass_step_refuses_a_parameter_appended_twice(cls, kwargs, key):
+    p, q = _two_params()
+    opt = cls([p, q], **kwargs)
+    opt.step()
+    opt.param_groups[0]["params"].append(p)
+    before = np.array(p), opt.state[p]["step"] if "step" in opt.state[p] else None
+    groups = [dict(g) for g in opt.param_groups]
+    with pytest.raises(ValueError, match=r"param_groups\[0\]\['params'\]\[2\]"):
+        opt.step()
+    np.testing.assert_array_equal(p, before[0])
+    if before[1] is not None:
+        assert opt.state[p]["step"] is before[1]
+    assert [dict(g) for g in opt.param_groups] == groups
+
+
+@pytest.mark.parametrize("cls, kwargs, key", _MULTI_PASS, ids=_MULTI_IDS)
+def test_multi_pass_step_refuses_gradients_aliasing_other_parameters(cls, kwargs, key):
+    p, q = _two_params()
+    opt = cls([{"params": [p]}, {"params": [q]}], **kwargs)
+    opt.step()
+    p.grad = np.asarray(q)
+    saved = np.array(p), np.array(q)
+    with pytest.raises(ValueError, match=r"grad of param_groups\[0\]\['params'\]\[0\].*param_groups\[1\]"):
+        opt.step()
+    np.testing.assert_array_equal(p, saved[0])
+    np.testing.assert_array_equal(q, saved[1])
+
+
+@pytest.mark.parametrize("cls, kwargs, key", _MULTI_PASS, ids=_MULTI_IDS)
+def test_multi_pass_step_refuses_state_aliasing_a_parameter(cls, kwargs, key):
+    p, q = _two_params()
+    opt = cls([p, q], **kwargs)
+    opt.step()
+    opt.state[p][key] = np.asarray(q)
+    saved = np.array(q), np.array(p)
+    with pytest.raises(ValueError, match=rf"'{key}' of param_groups\[0\]\['params'\]\[0\]"):
+        opt.step()
+    np.testing.assert_array_equal(q, saved[0])
+    np.testing.assert_array_equal(p, saved[1])
+
+
+def test_prodigy_shared_gradient_is_allowed():
+    """Two parameters may share one gradient array (it is only read), also in Prodigy's two passes."""
+    p, q = _two_params()
+    g = np.full(100, 0.5)
+    p.grad = q.grad = g
+    opt = nopt.Prodigy([p, q])
+    opt.step()
+    opt.step()
+    assert opt.state[p]["step"] == 2.0 and opt.param_groups[0]["k"] == 2
+
+
+def test_prodigy_zero_gradient_step_is_not_counted():
+    """As prodigyopt: with every |s| sum 0 there is no update, and neither the step nor k counts."""
+    p = nopt.Parameter(np.ones(10))
+    p.grad = np.zeros(10)
+    opt = nopt.Prodigy([p])
+    opt.step()
+    assert opt.state[p]["step"] == 0.0 and opt.param_groups[0]["k"] == 0
+    np.testing.assert_array_equal(p, np.ones(10))
+    p.grad = np.ones(10)
+    opt.step()
+    assert opt.state[p]["step"] == 1.0 and opt.param_groups[0]["k"] == 1
+
+
+# The combinators' own changes run in the wrapped step's run phase.
+def _wrapped_twins(wrap, sizes, seed=0):
+    made = []
+    for _ in range(2):
+        rng = np.random.default_rng(seed)
+        params = [nopt.Parameter(rng.standard_normal(n)) for n in sizes]
+        for p in params:
+            p.grad = rng.standard_normal(p.shape)
+        made.append((params, wrap(nopt.Adam([{"params": [p]} for p in params]))))
+    return made
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="needs signal.pthread_kill")
+@pytest.mark.parametrize("wrap, counter", [
+    (lambda opt: nopt.MultiSteps(opt, every_k=2), "mini_step"),
+    (lambda opt: nopt.Lookahead(opt, k=2, alpha=0.5), "fast_steps"),
+], ids=["MultiSteps", "Lookahead"])
+def test_ctrl_c_during_a_wrapped_step_applies_all_or_nothing(wrap, counter):
+    """SIGINT during the step that ends a MultiSteps cycle (the mean gradient, Adam's
+    step, the reset) or a Lookahead period (Adam's step, the synchronisation, the
+    counter): the wrapper and the wrapped optimizer agree with an uninterrupted twin."""
+    (params, opt), (twin_params, twin) = _wrapped_twins(wrap, [3_000_000, 1000])
+    opt.step()
+    twin.step()
+    twin.step()
+    interrupted = _interrupt_during_step(opt, params[0])
+    assert interrupted
+    _same_state(opt.optimizer, twin.optimizer, params, twin_params)
+    assert getattr(opt, counter) == getattr(twin, counter) == 0
+    if isinstance(opt, nopt.Lookahead):
+        for p, q in zip(params, twin_params):
+            np.testing.assert_array_equal(opt.slow_weights()[p], twin.slow_weights()[q])
+    else:
+        assert opt.last_step_applied and not opt._seen
+
+
+def test_multi_steps_failed_step_changes_nothing():
+    """A wrapped step that fails when planned leaves the accumulators and counters as they were."""
+    p = nopt.Parameter(np.ones(10))
+    p.grad = np.full(10, 0.5)
+    opt = nopt.MultiSteps(nopt.Adam([p]), every_k=2)
+    opt.step()
+    acc = np.array(opt._accumulators[p])
+    opt.optimizer.state[p]["exp_avg"] = np.zeros(10)    # incomplete: refused when planned
+    with pytest.raises(ValueError, match=r"param_groups\[0\]\['params'\]\[0\] has no"):
+        opt.step()
+    np.testing.assert_array_equal(opt._accumulators[p], acc)
+    np.testing.assert_array_equal(p, np.ones(10))
+    assert opt.mini_step == 1 and opt._seen == {p}

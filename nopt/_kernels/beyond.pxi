@@ -4,8 +4,8 @@
 # specs (nopt/lion.py, adabelief.py, schedule_free.py); here are
 # - LAMB and LARS (nopt/lamb.py, lars.py): a per-parameter norm reduction,
 #   then an elementwise pass scaled per parameter, in one call;
-# - Prodigy's first pass (nopt/prodigy.py): moments plus two global sums
-#   (its second, elementwise pass is a spec);
+# - Prodigy's first pass (nopt/prodigy.py): its two global sums (its
+#   second, elementwise pass, moments and update, is a spec), and its run phase;
 # - Adan (nopt/adan.py): elementwise, but eleven streams: as a spec its loop
 #   is not vectorised (below), so it is a C loop with restrict pointers;
 # - Lookahead's synchronisation and MultiSteps' accumulation.
@@ -88,23 +88,100 @@ cdef extern from *:
     NOPT_ADAN_LOOP(double, sqrt)
 
     #define NOPT_PRODIGY_LOOP(T)                                                       \
-    static inline void nopt_prodigy_moments_##T(                                       \
+    static inline void nopt_prodigy_sums_##T(                                          \
         const T *restrict param, const T *restrict grad, const T *restrict p0,         \
-        T *restrict exp_avg_sq, T *restrict s, T *restrict exp_avg, T *restrict dot,   \
-        ptrdiff_t n, T wd, T beta1, T a_m, T beta2, T a_v, T beta3, T a_s,             \
-        int coupled, int has_m) {                                                      \
+        T *restrict s, T *restrict dot, ptrdiff_t n, T wd, T beta3, T a_s,             \
+        int coupled) {                                                                 \
         for (ptrdiff_t j = 0; j < n; j++) {                                            \
             T g = grad[j];                                                             \
             T p = param[j];                                                            \
             if (coupled) g = g + wd * p;                                               \
             dot[j] = g * (p0[j] - p);                                                  \
-            if (has_m) exp_avg[j] = exp_avg[j] * beta1 + a_m * g;                      \
-            exp_avg_sq[j] = exp_avg_sq[j] * beta2 + a_v * g * g;                       \
             s[j] = s[j] * beta3 + a_s * g;                                             \
         }                                                                              \
     }
     NOPT_PRODIGY_LOOP(float)
     NOPT_PRODIGY_LOOP(double)
+
+    /* LARS's norm pass over one chunk: the sums of p*p and of g*g, in one
+       loop over both streams, in a fixed order (the same bits on any thread
+       count). float32: the squares are summed in float in 32 lanes over
+       blocks of 4096 elements (128 per lane: a vector loop at memory speed,
+       as accurate as NumPy's float32 sum), and the blocks' sums in double. A
+       block whose float sum is not in [2^-60, 2^100] (a square may have
+       underflowed, flushed to zero, or overflowed) is summed again in
+       double: slower, but only for such data, and the same for any threads.
+       float64: 16 lanes in double. */
+    #if defined(__GNUC__) || defined(__clang__)
+    #define NOPT_BEYOND_INLINE static inline __attribute__((always_inline))
+    #else
+    #define NOPT_BEYOND_INLINE static inline
+    #endif
+    #define NOPT_LARS_BLOCK 4096
+    NOPT_BEYOND_INLINE void nopt_lars_norms_float(const float *restrict p, const float *restrict g,
+                                                  ptrdiff_t n, double *out_p, double *out_g) {
+        double dp = 0, dg = 0;
+        ptrdiff_t j = 0;
+        while (j < n) {
+            ptrdiff_t start = j, stop = n - j > NOPT_LARS_BLOCK ? j + NOPT_LARS_BLOCK : n;
+            ptrdiff_t m = stop - (stop - j) % 32;
+            float sp[32] = {0}, sg[32] = {0};
+            for (; j < m; j += 32)
+                for (int i = 0; i < 32; i++) {
+                    float x = p[j + i], y = g[j + i];
+                    sp[i] += x * x;
+                    sg[i] += y * y;
+                }
+            for (; j < stop; j++) { sp[0] += p[j] * p[j]; sg[0] += g[j] * g[j]; }
+            for (int w = 16; w > 0; w /= 2)
+                for (int i = 0; i < w; i++) { sp[i] += sp[i + w]; sg[i] += sg[i + w]; }
+            double bp = sp[0], bg = sg[0];
+            if (!(bp >= 0x1p-60 && bp <= 0x1p100)) {
+                bp = 0;
+                for (ptrdiff_t k = start; k < stop; k++) bp += (double) p[k] * (double) p[k];
+            }
+            if (!(bg >= 0x1p-60 && bg <= 0x1p100)) {
+                bg = 0;
+                for (ptrdiff_t k = start; k < stop; k++) bg += (double) g[k] * (double) g[k];
+            }
+            dp += bp;
+            dg += bg;
+        }
+        *out_p = dp;
+        *out_g = dg;
+    }
+    NOPT_BEYOND_INLINE void nopt_lars_norms_double(const double *restrict p, const double *restrict g,
+                                                   ptrdiff_t n, double *out_p, double *out_g) {
+        double sp[16] = {0}, sg[16] = {0};
+        ptrdiff_t j, m = n - n % 16;
+        for (j = 0; j < m; j += 16)
+            for (int i = 0; i < 16; i++) {
+                double x = p[j + i], y = g[j + i];
+                sp[i] += x * x;
+                sg[i] += y * y;
+            }
+        for (j = m; j < n; j++) { sp[0] += p[j] * p[j]; sg[0] += g[j] * g[j]; }
+        for (int w = 8; w > 0; w /= 2)
+            for (int i = 0; i < w; i++) { sp[i] += sp[i + w]; sg[i] += sg[i + w]; }
+        *out_p = sp[0];
+        *out_g = sg[0];
+    }
+
+    /* LARS's update over one chunk, with the parameter's scale = lr * trust. */
+    #define NOPT_LARS_LOOP(T)                                                          \
+    NOPT_BEYOND_INLINE void nopt_lars_update_##T(                                      \
+        T *restrict param, const T *restrict grad, T *restrict buf, ptrdiff_t n,       \
+        T sign, T wd, T momentum, T scale, int nesterov) {                             \
+        for (ptrdiff_t j = 0; j < n; j++) {                                            \
+            T p = param[j];                                                            \
+            T d = sign * grad[j] + wd * p;                                             \
+            T b = momentum * buf[j] + scale * d;                                       \
+            buf[j] = b;                                                                \
+            param[j] = nesterov ? p - (scale * d + momentum * b) : p - b;              \
+        }                                                                              \
+    }
+    NOPT_LARS_LOOP(float)
+    NOPT_LARS_LOOP(double)
 
     /* Sums in double of x, x*x or |x| over n elements, in a fixed order (32
        accumulators, element j into accumulator j % 32, combined pairwise):
@@ -140,16 +217,22 @@ cdef extern from *:
                                double omb2, double beta3, double omb3, double c1, double c2,
                                double inv_bc3_sqrt, double eps, double neg_lr, double pre,
                                double post, int first) nogil
-    void nopt_prodigy_moments_float(const float* param, const float* grad, const float* p0,
-                                    float* exp_avg_sq, float* s, float* exp_avg, float* dot,
-                                    Py_ssize_t n, float wd, float beta1, float a_m, float beta2,
-                                    float a_v, float beta3, float a_s, int coupled,
-                                    int has_m) nogil
-    void nopt_prodigy_moments_double(const double* param, const double* grad, const double* p0,
-                                     double* exp_avg_sq, double* s, double* exp_avg, double* dot,
-                                     Py_ssize_t n, double wd, double beta1, double a_m,
-                                     double beta2, double a_v, double beta3, double a_s,
-                                     int coupled, int has_m) nogil
+    void nopt_prodigy_sums_float(const float* param, const float* grad, const float* p0,
+                                 float* s, float* dot, Py_ssize_t n, float wd, float beta3,
+                                 float a_s, int coupled) nogil
+    void nopt_prodigy_sums_double(const double* param, const double* grad, const double* p0,
+                                  double* s, double* dot, Py_ssize_t n, double wd, double beta3,
+                                  double a_s, int coupled) nogil
+    void nopt_lars_norms_float(const float* p, const float* g, Py_ssize_t n, double* out_p,
+                               double* out_g) nogil
+    void nopt_lars_norms_double(const double* p, const double* g, Py_ssize_t n, double* out_p,
+                                double* out_g) nogil
+    void nopt_lars_update_float(float* param, const float* grad, float* buf, Py_ssize_t n,
+                                float sign, float wd, float momentum, float scale,
+                                int nesterov) nogil
+    void nopt_lars_update_double(double* param, const double* grad, double* buf, Py_ssize_t n,
+                                 double sign, double wd, double momentum, double scale,
+                                 int nesterov) nogil
     double nopt_sum_float(const float* a, Py_ssize_t n) nogil
     double nopt_sum_double(const double* a, Py_ssize_t n) nogil
     double nopt_sum_sq_float(const float* a, Py_ssize_t n) nogil
@@ -175,14 +258,23 @@ cdef inline double _sum8(const floating* a, Py_ssize_t n, bint square, bint abso
         return nopt_sum_double(a, n)
 
 
+cdef _check_work(Py_ssize_t n_chunks, Py_ssize_t n_rows, double[::1] partials,
+                 double[::1] scale):
+    if partials.shape[0] < 2 * n_chunks or scale.shape[0] < n_rows:
+        raise ValueError("the work space is smaller than the table (see segment_table)")
+
+
 def segment_table(const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, sizes,
                   Py_ssize_t itemsize, Py_ssize_t chunk):
     """Split a ``make_table`` table (whose rows may merge adjacent arrays) into one row per array.
 
     ``sizes`` lists the nonzero sizes of the arrays in table order. Returns
-    ``(ptrs, chunks, rows)``: one row per array, chunks of at most ``chunk``
-    elements that never cross an array, and ``rows[k]`` = the chunk range
-    ``(first, stop)`` of array ``k``. For the per-parameter reductions.
+    ``(ptrs, chunks, rows, partials, scale)``: one row per array, chunks of
+    at most ``chunk`` elements that never cross an array, ``rows[k]`` = the
+    chunk range ``(first, stop)`` of array ``k``, and the work space of the
+    per-parameter reductions (LAMB, LARS): ``partials``, two doubles per
+    chunk, and ``scale``, one per row, cached with the table so that a step
+    allocates nothing.
     """
     cdef Py_ssize_t n_rows = ptrs.shape[0], n_streams = ptrs.shape[1]
     cdef Py_ssize_t n = len(sizes), k, s, r = 0, offset = 0, c = 0, start, size
@@ -222,7 +314,8 @@ def segment_table(const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, si
             offset = 0
     if r != n_rows:
         raise ValueError("segment_table: sizes do not match the table")
-    return out_ptrs, out_chunks, rows
+    return (out_ptrs, out_chunks, rows, np.empty(2 * n_chunks, dtype=np.float64),
+            np.empty(n, dtype=np.float64))
 
 
 # ---------------------------------------------------------------- Adan
@@ -444,22 +537,19 @@ cdef void _lamb(
 
 
 def lamb(const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks,
-         const intptr_t[:, ::1] rows, bint is_double, int n_threads, double sign, double beta1,
-         double beta2, double c1, double inv_bc2_sqrt, double eps, double weight_decay,
-         double neg_lr):
+         const intptr_t[:, ::1] rows, double[::1] partials, double[::1] scale, bint is_double,
+         int n_threads, double sign, double beta1, double beta2, double c1, double inv_bc2_sqrt,
+         double eps, double weight_decay, double neg_lr):
     """One LAMB step over (param, grad, exp_avg, exp_avg_sq) rows, one row per parameter.
 
-    ``rows`` comes from :func:`segment_table`. ``c1`` is
-    ``1/(1 - beta1**t)``, ``inv_bc2_sqrt`` is ``1/sqrt(1 - beta2**t)`` and
-    ``neg_lr`` is ``-lr``. Releases the GIL.
+    ``rows``, ``partials`` and ``scale`` come from :func:`segment_table`.
+    ``c1`` is ``1/(1 - beta1**t)``, ``inv_bc2_sqrt`` is
+    ``1/sqrt(1 - beta2**t)`` and ``neg_lr`` is ``-lr``. Releases the GIL.
     """
     cdef Py_ssize_t n_chunks = chunks.shape[0]
     if n_chunks == 0:
         return
-    partials_arr = np.empty(2 * n_chunks, dtype=np.float64)
-    scale_arr = np.empty(rows.shape[0], dtype=np.float64)
-    cdef double[::1] partials = partials_arr
-    cdef double[::1] scale = scale_arr
+    _check_work(n_chunks, rows.shape[0], partials, scale)
     with nogil:
         if is_double:
             _lamb(<double*> NULL, ptrs, chunks, rows, n_threads, &partials[0], &scale[0], sign,
@@ -471,32 +561,24 @@ def lamb(const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks,
 
 # ---------------------------------------------------------------- LARS
 # ptrs[a] = (param, grad, momentum_buffer), one row per parameter.
-# Pass 1 (per chunk): partial sums of p*p and g*g. Then per parameter:
-# scale = lr * trust, trust = coef*|p| / (|g| + wd*|p| + eps) (1 if either
-# norm is 0). Pass 2: d = g + wd*p, b = momentum*b + scale*d,
-# p = p - b (or, Nesterov, p = p - (scale*d + momentum*b)).
+# Pass 1 (per chunk): partial sums of p*p and g*g (one loop over both; see
+# nopt_lars_norms above). Then per parameter: scale = lr * trust, trust =
+# coef*|p| / (|g| + wd*|p| + eps) (1 if either norm is 0). Pass 2: d = g +
+# wd*p, b = momentum*b + scale*d, p = p - b (or, Nesterov, p = p - (scale*d +
+# momentum*b)). Two passes over memory, the least LARS allows beyond the
+# caches: a parameter's norms are complete only after its last element.
 cdef nopt_dispatched _lars_task1(
-    floating* tag, const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, Py_ssize_t c, double* partials,
+    floating* tag, const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, Py_ssize_t c,
+    double* partials,
 ) noexcept nogil:
     cdef Py_ssize_t a = chunks[c, 0], start = chunks[c, 1], n = chunks[c, 2] - start
-    partials[2 * c] = _sum8(<const floating*> ptrs[a, 0] + start, n, True, False)
-    partials[2 * c + 1] = _sum8(<const floating*> ptrs[a, 1] + start, n, True, False)
-
-
-cdef inline void _lars_loop(
-    floating* param, const floating* grad, floating* buf, Py_ssize_t n, floating sign,
-    floating wd, floating momentum, floating scale, bint nesterov,
-) noexcept nogil:
-    cdef Py_ssize_t j
-    cdef floating d, b
-    for j in range(n):
-        d = sign * grad[j] + wd * param[j]
-        b = momentum * buf[j] + scale * d
-        buf[j] = b
-        if nesterov:
-            param[j] = param[j] - (scale * d + momentum * b)
-        else:
-            param[j] = param[j] - b
+    if floating is float:
+        nopt_lars_norms_float(<const float*> ptrs[a, 0] + start, <const float*> ptrs[a, 1] + start,
+                              n, &partials[2 * c], &partials[2 * c + 1])
+    else:
+        nopt_lars_norms_double(<const double*> ptrs[a, 0] + start,
+                               <const double*> ptrs[a, 1] + start, n, &partials[2 * c],
+                               &partials[2 * c + 1])
 
 
 cdef nopt_dispatched _lars_task2(
@@ -507,10 +589,17 @@ cdef nopt_dispatched _lars_task2(
     cdef floating* p = <floating*> ptrs[a, 0] + start
     cdef const floating* g = <const floating*> ptrs[a, 1] + start
     cdef floating* b = <floating*> ptrs[a, 2] + start
-    if nesterov:
-        _lars_loop(p, g, b, n, sign, wd, momentum, <floating> scale[a], True)
+    # Literal flags: each call inlines to its own branch-free vector loop.
+    if floating is float:
+        if nesterov:
+            nopt_lars_update_float(p, g, b, n, sign, wd, momentum, <float> scale[a], 1)
+        else:
+            nopt_lars_update_float(p, g, b, n, sign, wd, momentum, <float> scale[a], 0)
     else:
-        _lars_loop(p, g, b, n, sign, wd, momentum, <floating> scale[a], False)
+        if nesterov:
+            nopt_lars_update_double(p, g, b, n, sign, wd, momentum, scale[a], 1)
+        else:
+            nopt_lars_update_double(p, g, b, n, sign, wd, momentum, scale[a], 0)
 
 
 cdef void _lars(
@@ -525,20 +614,19 @@ cdef void _lars(
         fp = nopt_ftz_enter()
         for c in range(n_chunks):
             _lars_task1(tag, ptrs, chunks, c, partials)
-        nopt_ftz_exit(fp)
-    else:
-        with parallel(num_threads=n_threads):
-            fp = nopt_ftz_enter()
-            for c in prange(n_chunks, schedule="static"):
-                _lars_task1(tag, ptrs, chunks, c, partials)
-            nopt_ftz_exit(fp)
-    _trust(rows, partials, scale, lr, coef, wd, eps, True)
-    if n_threads <= 1:
-        fp = nopt_ftz_enter()
+        _trust(rows, partials, scale, lr, coef, wd, eps, True)
         for c in range(n_chunks):
             _lars_task2(ptrs, chunks, c, scale, s_t, w_t, m_t, nesterov)
         nopt_ftz_exit(fp)
         return
+    # The trust ratios, between the two passes, in the caller's thread (the
+    # chunk table, hence every partial sum, is the same for any thread count).
+    with parallel(num_threads=n_threads):
+        fp = nopt_ftz_enter()
+        for c in prange(n_chunks, schedule="static"):
+            _lars_task1(tag, ptrs, chunks, c, partials)
+        nopt_ftz_exit(fp)
+    _trust(rows, partials, scale, lr, coef, wd, eps, True)
     with parallel(num_threads=n_threads):
         fp = nopt_ftz_enter()
         for c in prange(n_chunks, schedule="static"):
@@ -547,20 +635,18 @@ cdef void _lars(
 
 
 def lars(const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks,
-         const intptr_t[:, ::1] rows, bint is_double, int n_threads, double sign, double lr,
-         double momentum, double weight_decay, double trust_coefficient, double eps,
-         bint nesterov):
+         const intptr_t[:, ::1] rows, double[::1] partials, double[::1] scale, bint is_double,
+         int n_threads, double sign, double lr, double momentum, double weight_decay,
+         double trust_coefficient, double eps, bint nesterov):
     """One LARS step over (param, grad, momentum_buffer) rows, one row per parameter.
 
-    ``rows`` comes from :func:`segment_table`. Releases the GIL.
+    ``rows``, and the work space ``partials`` (two doubles per chunk) and
+    ``scale`` (one per row), come from :func:`segment_table`. Releases the GIL.
     """
     cdef Py_ssize_t n_chunks = chunks.shape[0]
     if n_chunks == 0:
         return
-    partials_arr = np.empty(2 * n_chunks, dtype=np.float64)
-    scale_arr = np.empty(rows.shape[0], dtype=np.float64)
-    cdef double[::1] partials = partials_arr
-    cdef double[::1] scale = scale_arr
+    _check_work(n_chunks, rows.shape[0], partials, scale)
     with nogil:
         if is_double:
             _lars(<double*> NULL, ptrs, chunks, rows, n_threads, &partials[0], &scale[0], sign,
@@ -571,31 +657,28 @@ def lars(const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks,
 
 
 # ---------------------------------------------------------------- Prodigy
-# Pass 1, per batch: ptrs[a] = (param, grad, p0, exp_avg_sq, s[, exp_avg]).
+# Pass 1, per batch: ptrs[a] = (param, grad, p0, s).
 #   g = grad (+ wd*p, coupled)        dot += g*(p0 - p)
-#   m = m*b1 + a_m*g                  v = v*b2 + a_v*g*g
 #   s = s*b3 + a_s*g                  abs_sum += |s|
-# returns (dot, abs_sum); Python combines every batch's sums (in order) into
-# the new d. Pass 2, the update, is a rule spec (nopt/prodigy.py).
-cdef inline void _prodigy_moments(
-    const floating* param, const floating* grad, const floating* p0, floating* exp_avg_sq,
-    floating* s, floating* exp_avg, floating* dot, Py_ssize_t n, floating wd, floating beta1,
-    floating a_m, floating beta2, floating a_v, floating beta3, floating a_s,
-    bint coupled, bint has_m,
+# returns (dot, abs_sum); prodigy_run combines every batch's sums (in
+# order) into the new d. Pass 2, a rule spec (nopt/prodigy.py), updates the
+# moments (whose weights use the old d) and the parameters (which need the
+# new d): each stream is read once per pass it is needed in, 48 bytes per
+# float32 element in all.
+cdef inline void _prodigy_sums(
+    const floating* param, const floating* grad, const floating* p0, floating* s,
+    floating* dot, Py_ssize_t n, floating wd, floating beta3, floating a_s, bint coupled,
 ) noexcept nogil:
     # The C loop above (restrict pointers), for this float type.
     if floating is float:
-        nopt_prodigy_moments_float(param, grad, p0, exp_avg_sq, s, exp_avg, dot, n, wd, beta1,
-                                   a_m, beta2, a_v, beta3, a_s, coupled, has_m)
+        nopt_prodigy_sums_float(param, grad, p0, s, dot, n, wd, beta3, a_s, coupled)
     else:
-        nopt_prodigy_moments_double(param, grad, p0, exp_avg_sq, s, exp_avg, dot, n, wd, beta1,
-                                    a_m, beta2, a_v, beta3, a_s, coupled, has_m)
+        nopt_prodigy_sums_double(param, grad, p0, s, dot, n, wd, beta3, a_s, coupled)
 
 
 cdef nopt_dispatched _prodigy_task1(
     const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, Py_ssize_t c, double* partials,
-    floating wd, floating b1, floating a_m, floating b2, floating a_v, floating b3, floating a_s,
-    bint coupled, bint has_m,
+    floating wd, floating b3, floating a_s, bint coupled,
 ) noexcept nogil:
     cdef Py_ssize_t a = chunks[c, 0], start = chunks[c, 1], n = chunks[c, 2] - start
     cdef Py_ssize_t k, m
@@ -603,27 +686,14 @@ cdef nopt_dispatched _prodigy_task1(
     cdef const floating* p = <const floating*> ptrs[a, 0] + start
     cdef const floating* g = <const floating*> ptrs[a, 1] + start
     cdef const floating* p0 = <const floating*> ptrs[a, 2] + start
-    cdef floating* v = <floating*> ptrs[a, 3] + start
-    cdef floating* s = <floating*> ptrs[a, 4] + start
-    cdef floating* ea = NULL
+    cdef floating* s = <floating*> ptrs[a, 3] + start
     cdef double dd = 0, ss = 0
-    if has_m:
-        ea = <floating*> ptrs[a, 5] + start
     for k in range(0, n, _BLOCK):
         m = min(_BLOCK, n - k)
-        if has_m:
-            if coupled:
-                _prodigy_moments(p + k, g + k, p0 + k, v + k, s + k, ea + k, dot, m, wd, b1, a_m,
-                                 b2, a_v, b3, a_s, True, True)
-            else:
-                _prodigy_moments(p + k, g + k, p0 + k, v + k, s + k, ea + k, dot, m, wd, b1, a_m,
-                                 b2, a_v, b3, a_s, False, True)
-        elif coupled:
-            _prodigy_moments(p + k, g + k, p0 + k, v + k, s + k, ea, dot, m, wd, b1, a_m,
-                             b2, a_v, b3, a_s, True, False)
+        if coupled:
+            _prodigy_sums(p + k, g + k, p0 + k, s + k, dot, m, wd, b3, a_s, True)
         else:
-            _prodigy_moments(p + k, g + k, p0 + k, v + k, s + k, ea, dot, m, wd, b1, a_m,
-                             b2, a_v, b3, a_s, False, False)
+            _prodigy_sums(p + k, g + k, p0 + k, s + k, dot, m, wd, b3, a_s, False)
         dd = dd + _sum8(dot, m, False, False)
         ss = ss + _sum8(s + k, m, False, True)
     partials[2 * c] = dd
@@ -632,48 +702,46 @@ cdef nopt_dispatched _prodigy_task1(
 
 cdef void _prodigy1(
     floating* tag, const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, int n_threads,
-    double* partials, double wd, double beta1, double a_m, double beta2, double a_v,
-    double beta3, double a_s, bint has_m,
+    double* partials, double wd, double beta3, double a_s,
 ) noexcept nogil:
     cdef Py_ssize_t c, n_chunks = chunks.shape[0]
     cdef unsigned long long fp = 0
-    cdef floating w_t = <floating> wd, b1 = <floating> beta1, am = <floating> a_m
-    cdef floating b2 = <floating> beta2, av = <floating> a_v
-    cdef floating b3 = <floating> beta3, as_ = <floating> a_s
+    cdef floating w_t = <floating> wd, b3 = <floating> beta3, as_ = <floating> a_s
     cdef bint coupled = wd != 0
     if n_threads <= 1:
         fp = nopt_ftz_enter()
         for c in range(n_chunks):
-            _prodigy_task1(ptrs, chunks, c, partials, w_t, b1, am, b2, av, b3, as_, coupled, has_m)
+            _prodigy_task1(ptrs, chunks, c, partials, w_t, b3, as_, coupled)
         nopt_ftz_exit(fp)
         return
     with parallel(num_threads=n_threads):
         fp = nopt_ftz_enter()
         for c in prange(n_chunks, schedule="static"):
-            _prodigy_task1(ptrs, chunks, c, partials, w_t, b1, am, b2, av, b3, as_, coupled, has_m)
+            _prodigy_task1(ptrs, chunks, c, partials, w_t, b3, as_, coupled)
         nopt_ftz_exit(fp)
 
 
-def prodigy_moments(const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, bint is_double,
-                    int n_threads, double weight_decay, double beta1, double a_m, double beta2,
-                    double a_v, double beta3, double a_s, bint has_exp_avg):
+def prodigy_sums(const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks,
+                 double[::1] partials, bint is_double, int n_threads, double weight_decay,
+                 double beta3, double a_s):
     """Prodigy's first pass (see above); returns ``(dot, abs_sum)``, summed in chunk order.
 
-    ``weight_decay`` is the coupled L2 term (0 when decoupled). Releases the GIL.
+    ``partials`` is the work space, two doubles per chunk; ``weight_decay``
+    is the coupled L2 term (0 when decoupled). Releases the GIL.
     """
     cdef Py_ssize_t c, n_chunks = chunks.shape[0]
     if n_chunks == 0:
         return 0.0, 0.0
-    partials_arr = np.empty(2 * n_chunks, dtype=np.float64)
-    cdef double[::1] partials = partials_arr
+    if partials.shape[0] < 2 * n_chunks:
+        raise ValueError("the work space is smaller than the table")
     cdef double dot = 0, abs_sum = 0
     with nogil:
         if is_double:
-            _prodigy1(<double*> NULL, ptrs, chunks, n_threads, &partials[0], weight_decay, beta1,
-                      a_m, beta2, a_v, beta3, a_s, has_exp_avg)
+            _prodigy1(<double*> NULL, ptrs, chunks, n_threads, &partials[0], weight_decay, beta3,
+                      a_s)
         else:
-            _prodigy1(<float*> NULL, ptrs, chunks, n_threads, &partials[0], weight_decay, beta1,
-                      a_m, beta2, a_v, beta3, a_s, has_exp_avg)
+            _prodigy1(<float*> NULL, ptrs, chunks, n_threads, &partials[0], weight_decay, beta3,
+                      a_s)
         for c in range(n_chunks):
             dot = dot + partials[2 * c]
             abs_sum = abs_sum + partials[2 * c + 1]
@@ -765,7 +833,7 @@ def accumulate(const intptr_t[:, ::1] ptrs, const intptr_t[:, ::1] chunks, bint 
 def set_items(dict target, tuple keys, tuple values):
     """``target[k] = v`` for each pair: a group's counters, written in a step's run phase.
 
-    A compiled function, so that ``_safety.run`` can call it between kernels
+    A compiled function, so that ``_plan.run`` can call it between kernels
     (it calls each function from C with no keyword dict, which
     ``dict.update`` refuses) and no signal handler runs in between.
     """
@@ -774,3 +842,64 @@ def set_items(dict target, tuple keys, tuple values):
         raise ValueError("set_items: as many keys as values")
     for k in range(len(keys)):
         target[keys[k]] = values[k]
+
+
+def prodigy_run(object state, list groups, tuple scalars, list parts, object update):
+    """Prodigy's run phase: every batch's first pass, the new d, then every batch's update.
+
+    Called by ``_plan.run`` as the step's one planned call (nopt/prodigy.py
+    plans it), so no Python signal handler runs until the whole step is
+    applied: d is global, so a step cannot be split into independent
+    kernel calls per batch as other rules' are. Everything that can fail was
+    checked when planning.
+
+    ``scalars`` is ``(d, dlr, beta3, d_numerator, d_max, d_coef,
+    growth_rate, last_d0, lr, has_exp_avg, beta1, beta2, a_m, a_v)``; each
+    of ``parts`` is ``(sums, coef, params, old_steps, ptrs, chunks,
+    is_double, n_threads, coupled_wd, neg_wd, eps, moments)``: the first
+    pass's arguments (None for a group with lr 0), the weight of its dot
+    product in the numerator, the batch's parameters and the step counts
+    they held before this step, the update's table and scalars, and whether
+    it updates the moments (not with lr 0). ``update`` is the rule kernel
+    ``rules.prodigy_update``.
+    """
+    cdef double d, dlr, beta3, d_max, d_coef, growth, last_d0, lr
+    cdef double numerator = 0, denominator = 0, dot, abs_sum, d_hat, global_numerator
+    cdef Py_ssize_t k
+    cdef bint has_exp_avg
+    cdef tuple part
+    d, dlr, beta3, global_numerator, d_max, d_coef, growth, last_d0, lr, has_exp_avg = scalars[:10]
+    beta1, beta2, a_m, a_v = scalars[10:14]
+    for part in parts:
+        if part[0] is not None:
+            dot, abs_sum = prodigy_sums(*part[0])
+            numerator = numerator + <double> part[1] * dot
+            denominator = denominator + abs_sum
+    if denominator == 0:
+        # As the package: no update, and neither the step nor k is counted.
+        for part in parts:
+            params, olds = part[2], part[3]
+            for k in range(len(params) - 1, -1, -1):
+                state[params[k]]["step"] = olds[k]
+        return
+    d_hat = d
+    global_numerator = global_numerator * beta3 + numerator
+    if lr > 0.0:
+        d_hat = d_coef * global_numerator / denominator
+        if d == last_d0:
+            d = max(d, d_hat)
+        d_max = max(d_max, d_hat)
+        d = min(d_max, d * growth)
+    for group in groups:
+        group["d_numerator"] = global_numerator
+        group["d_denom"] = denominator
+        group["d"] = d
+        group["d_max"] = d_max
+        group["d_hat"] = d_hat
+    for part in parts:
+        # (A group with lr 0 skips the first pass and keeps its moments: part[11].)
+        update(part[4], part[5], part[6], part[7], part[8], part[9],
+               -dlr if has_exp_avg else -dlr * d, d * <double> part[10], beta1, a_m, beta2, a_v,
+               has_exp_avg, part[11])
+    for group in groups:
+        group["k"] = group["k"] + 1

@@ -68,7 +68,8 @@ class OptimRecord:
             from nopt._registry import RULES
 
             rule = RULES.get(self.name)
-            self.reference = rule.reference if rule is not None else None
+            # (A rule that is not per array, Prodigy, has a whole-optimizer reference.)
+            self.reference = rule.reference if rule is not None and rule.per_array else None
 
     @property
     def cls(self):
