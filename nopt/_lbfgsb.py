@@ -43,14 +43,26 @@ References
 import math
 
 import numpy as np
-from scipy.linalg.lapack import dgesv as _gesv
 
 from ._kernels import helpers as _kernels
 from ._linesearch import stop_reason
 
-# MINPACK's line search as scipy (>= 1.11, pyproject's floor) ports it; scipy's own
-# BFGS and CG drive the same class. Only its reverse-communication step is used.
-from scipy.optimize._dcsrch import DCSRCH
+_scipy = {}
+
+
+def _from_scipy():
+    """(LAPACK's dgesv, MINPACK's DCSRCH), imported at first use, not with nopt.
+
+    DCSRCH is MINPACK's line search as scipy (>= 1.11, pyproject's floor)
+    ports it; scipy's own BFGS and CG drive the same class. Only its
+    reverse-communication step is used. scipy.optimize is most of ``import
+    nopt``'s time, and a training loop never needs it.
+    """
+    if not _scipy:
+        from scipy.linalg.lapack import dgesv
+        from scipy.optimize._dcsrch import DCSRCH
+        _scipy["gesv"], _scipy["DCSRCH"] = dgesv, DCSRCH
+    return _scipy["gesv"], _scipy["DCSRCH"]
 
 __all__ = ["Box", "History", "lbfgsb_run", "check_bounds_pairs", "check_param_bounds"]
 
@@ -368,7 +380,7 @@ class History:
 
 def _solve(a, b):
     """Solve the small dense system ``a x = b`` (LAPACK's gesv, less wrapping than NumPy's)."""
-    lu, piv, x, info = _gesv(a, b, overwrite_a=0, overwrite_b=0)
+    lu, piv, x, info = _from_scipy()[0](a, b, overwrite_a=0, overwrite_b=0)
     if info != 0:
         raise np.linalg.LinAlgError("singular L-BFGS-B system")
     return x
@@ -547,7 +559,7 @@ def line_search(evaluate, x, f, g, d, t, t_max, max_ls, max_evals, box, best):
     gd = float(g @ d)
     if not gd < 0.0:
         return _Search(False, "line_search")
-    dcsrch = DCSRCH(None, None, LS_FTOL, LS_GTOL, LS_XTOL, 0.0, t_max)
+    dcsrch = _from_scipy()[1](None, None, LS_FTOL, LS_GTOL, LS_XTOL, 0.0, t_max)
     t, _, _, task = dcsrch._iterate(t, f, gd, b"START")
     n = 0
     limit = min(max_ls, max_evals)

@@ -27,18 +27,25 @@ import warnings
 
 import numpy as np
 
-try:  # scipy >= 1.8 keeps them here; scipy's own CG and BFGS use these.
-    from scipy.optimize._linesearch import (
-        LineSearchWarning,
-        scalar_search_wolfe1,
-        scalar_search_wolfe2,
-    )
-except ImportError:  # pragma: no cover - older layouts
-    from scipy.optimize.linesearch import (  # type: ignore[no-redef]
-        LineSearchWarning,
-        scalar_search_wolfe1,
-        scalar_search_wolfe2,
-    )
+def _scipy_searches():
+    """scipy's (LineSearchWarning, scalar_search_wolfe1, scalar_search_wolfe2).
+
+    Imported at the first search, not with nopt: scipy.optimize is most of
+    ``import nopt``'s time, and a training loop never needs it.
+    """
+    try:  # scipy >= 1.8 keeps them here; scipy's own CG and BFGS use these.
+        from scipy.optimize._linesearch import (
+            LineSearchWarning,
+            scalar_search_wolfe1,
+            scalar_search_wolfe2,
+        )
+    except ImportError:  # pragma: no cover - older layouts
+        from scipy.optimize.linesearch import (  # type: ignore[no-redef]
+            LineSearchWarning,
+            scalar_search_wolfe1,
+            scalar_search_wolfe2,
+        )
+    return LineSearchWarning, scalar_search_wolfe1, scalar_search_wolfe2
 
 
 __all__ = [
@@ -529,6 +536,7 @@ def wolfe_search(line, old_f0=None, c1=1e-4, c2=0.9, amin=1e-100, amax=1e100,
         line.restore()
         return SearchResult(False, 0.0, line.f0, None, None, line.n_evals, reason)
 
+    LineSearchWarning, scalar_search_wolfe1, scalar_search_wolfe2 = _scipy_searches()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", LineSearchWarning)

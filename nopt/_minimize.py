@@ -14,7 +14,6 @@ import math
 import warnings
 
 import numpy as np
-from scipy.optimize import OptimizeResult, OptimizeWarning
 
 from ._lbfgsb import Box, History, check_bounds_pairs, lbfgsb_run
 from ._closure_optimizer import MAX_LS
@@ -30,6 +29,13 @@ _CG_OPTIONS = {"maxiter", "maxfun", "maxfev", "gtol", "ftol", "beta", "restart_e
                "c1", "c2", "tolerance_change", "eps", "disp"}
 _STEP_OPTIONS = {"maxiter", "gtol", "eps", "disp"}
 _HUGE = 2 ** 62  # "no limit" for closure calls
+
+
+
+def _scipy_optimize():
+    """scipy.optimize, imported at the first minimize() rather than with nopt (most of its import time)."""
+    import scipy.optimize
+    return scipy.optimize
 
 
 def _wrap_callback(callback):
@@ -164,7 +170,7 @@ def _check_options(options, known, method):
     unknown = set(options) - known
     if unknown:
         warnings.warn(f"Unknown solver options for {method}: {', '.join(sorted(unknown))}",
-                      OptimizeWarning, stacklevel=4)
+                      _scipy_optimize().OptimizeWarning, stacklevel=4)
 
 
 def _resolve(method):
@@ -327,7 +333,7 @@ def _result(x, fun, grad, nit, objective, reason, extra_message=None):
     status, message = REASONS[reason]
     if extra_message:
         message = f"{message}: {extra_message}"
-    return OptimizeResult(
+    return _scipy_optimize().OptimizeResult(
         x=x.view(np.ndarray).copy(), fun=fun,
         jac=None if grad is None else np.asarray(grad).copy(),
         nit=nit, nfev=objective.nfev, njev=objective.njev,
@@ -364,7 +370,7 @@ def _run_lean(objective, x0, report, ftol, run, where):
     def on_iter(loss, prev_loss):
         if report is not None:
             try:
-                report(OptimizeResult(x=where().copy(), fun=loss))
+                report(_scipy_optimize().OptimizeResult(x=where().copy(), fun=loss))
             except StopIteration:
                 return "callback"
         if ftol > 0 and prev_loss - loss <= ftol * max(abs(prev_loss), abs(loss), 1.0):
@@ -432,7 +438,7 @@ def _array_result(objective, x, f, g, nit, reason, extra=None):
     status, message = REASONS[reason]
     if extra:
         message = f"{message}: {extra}"
-    return OptimizeResult(x=np.array(x, copy=True), fun=f,
+    return _scipy_optimize().OptimizeResult(x=np.array(x, copy=True), fun=f,
                           jac=None if g is None else np.array(g, copy=True), nit=nit,
                           nfev=objective.nfev, njev=objective.njev, status=status,
                           success=status == 0, message=message)
@@ -462,7 +468,7 @@ def _run_steps(cls, x, objective, report, options):
         f, g = objective.evaluate()
         if report is not None:
             try:
-                report(OptimizeResult(x=x.view(np.ndarray).copy(), fun=f))
+                report(_scipy_optimize().OptimizeResult(x=x.view(np.ndarray).copy(), fun=f))
             except StopIteration:
                 reason = "callback"
                 break
