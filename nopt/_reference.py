@@ -518,7 +518,7 @@ def schedule_free_sgd(param, grad, state, group):
 def schedule_free_adamw(param, grad, state, group):
     r"""Schedule-free AdamW: schedule-free SGD on :math:`g / (\sqrt{\hat v} + \epsilon)`."""
     _schedule_free(param, grad, state, group, adam=True)
-def _norm(x, axis=None):
+def _torch_norm(x, axis=None):
     """torch.norm: the square root of the sum of squares (summed in float64), in the dtype."""
     total = np.sum(np.square(x, dtype=np.float64), axis=axis, keepdims=axis is not None)
     return np.sqrt(total).astype(x.dtype)
@@ -544,12 +544,12 @@ def adafactor(param, grad, state, group):
     t = state["step"]
     w = t ** group["beta2_decay"]
     rho = min(group["lr"], 1 / (t ** 0.5))
-    alpha = max(eps2, float(_norm(param)) / (param.size ** 0.5)) * rho
+    alpha = max(eps2, float(_torch_norm(param)) / (param.size ** 0.5)) * rho
     if group["weight_decay"] != 0:
         param *= dt(1 - group["lr"] * group["weight_decay"])
     if g.ndim >= 2:
-        _lerp_(state["row_var"], np.square(_norm(g, axis=-1)) / dt(g.shape[-1]), w)
-        _lerp_(state["col_var"], np.square(_norm(g, axis=-2)) / dt(g.shape[-2]), w)
+        _lerp_(state["row_var"], np.square(_torch_norm(g, axis=-1)) / dt(g.shape[-1]), w)
+        _lerp_(state["col_var"], np.square(_torch_norm(g, axis=-2)) / dt(g.shape[-2]), w)
         row_mean = (np.sum(state["row_var"], axis=-2, keepdims=True, dtype=np.float64)
                     / g.shape[-2]).astype(param.dtype)
         estimate = state["row_var"] * state["col_var"]
@@ -561,7 +561,7 @@ def adafactor(param, grad, state, group):
     update = np.sqrt(estimate, out=estimate)
     np.divide(dt(1), update, out=update)          # torch's rsqrt: 1 / sqrt, two roundings
     update *= g
-    denom = max(1.0, float(_norm(update)) / ((update.size ** 0.5) * group["d"]))
+    denom = max(1.0, float(_torch_norm(update)) / ((update.size ** 0.5) * group["d"]))
     update *= dt(-alpha / denom)
     param += update
 
