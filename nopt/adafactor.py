@@ -102,10 +102,6 @@ class Adafactor(Optimizer):
                         weight_decay=weight_decay, maximize=maximize)
         super().__init__(params, defaults)
 
-    def step(self, closure=None):
-        """Perform one optimization step; return the closure's loss if given."""
-        return self._plan_then_run(closure)
-
     def _plan(self, batch, calls, undo):
         """Create missing state, count the step and append the batch's kernel call."""
         group = batch.group

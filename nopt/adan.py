@@ -78,10 +78,6 @@ class Adan(Optimizer):
                         maximize=maximize)
         super().__init__(params, defaults)
 
-    def step(self, closure=None):
-        """Perform one optimization step; return the closure's loss if given."""
-        return self._plan_then_run(closure)
-
     def _plan(self, batch, calls, undo):
         group = batch.group
         tag = (batch.group_index, batch.is_double)

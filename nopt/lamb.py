@@ -69,10 +69,6 @@ class LAMB(Optimizer):
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize)
         super().__init__(params, defaults)
 
-    def step(self, closure=None):
-        """Perform one optimization step; return the closure's loss if given."""
-        return self._plan_then_run(closure)
-
     def _plan(self, batch, calls, undo):
         group = batch.group
         tag = (batch.group_index, batch.is_double)

@@ -82,10 +82,6 @@ class LARS(Optimizer):
                         maximize=maximize)
         super().__init__(params, defaults)
 
-    def step(self, closure=None):
-        """Perform one optimization step; return the closure's loss if given."""
-        return self._plan_then_run(closure)
-
     def _plan(self, batch, calls, undo):
         group = batch.group
         (buffers,) = _beyond.state_arrays(self, batch, _KEYS, undo)

@@ -115,10 +115,6 @@ class Muon(Optimizer):
             param_group = dict(param_group, params=params)
         super().add_param_group(param_group)
 
-    def step(self, closure=None):
-        """Perform one optimization step; return the closure's loss if given."""
-        return self._plan_then_run(closure)
-
     def _plan(self, batch, calls, undo):
         """Check the group, create missing momentum buffers, append the batch's update."""
         group = batch.group

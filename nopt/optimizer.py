@@ -514,10 +514,10 @@ class Optimizer:
     def _plan_then_run(self, closure=None):
         """Call ``closure``, plan every batch with ``self._plan``, then make the planned calls.
 
-        A subclass's ``step`` is ``return self._plan_then_run(closure)``, and
-        it defines ``_plan(batch, calls, undo)``: it appends ``(function,
-        args)`` pairs to ``calls`` (its kernel calls, and any work that must
-        follow one), and changes ``self.state`` only through
+        The base class's ``step`` (a subclass needs none of its own); a
+        subclass without a ``rule`` defines ``_plan(batch, calls, undo)``: it
+        appends ``(function, args)`` pairs to ``calls`` (its kernel calls,
+        and any work that must follow one), and changes ``self.state`` only through
         :meth:`_count_step` and :meth:`_fresh_state`, which note the changes
         in ``undo``. If planning raises, :meth:`_revert` undoes them, no call
         is made, and the error propagates.

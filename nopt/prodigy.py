@@ -155,10 +155,6 @@ class Prodigy(Optimizer):
                         decouple=decouple, safeguard_warmup=safeguard_warmup)
         super().__init__(params, defaults)
 
-    def step(self, closure=None):
-        """Perform one optimization step; return the closure's loss if given."""
-        return self._plan_then_run(closure)
-
     def _plan(self, batch, calls, undo):
         # d is global: its first pass must have run over every batch before
         # any batch can be updated. So the step is one planned call,
