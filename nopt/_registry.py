@@ -49,6 +49,9 @@ class Entry:
         reduce before they can update (LAMB, LARS, Prodigy, Adafactor).
     torch_fused : bool
         torch has a fused CPU kernel for it (the bench's ``torch-fused`` peer).
+    in_torch : bool
+        ``torch.optim`` has it (the bench's torch peers); False for the rules
+        beyond torch.optim (``python -m nopt.bench --beyond``).
     per_array : bool
         The update of an array depends on that array only (every rule but
         Prodigy, whose ``d`` sums over all of them).
@@ -72,6 +75,7 @@ class Entry:
     reads: int = None
     writes: int = None
     torch_fused: bool = False
+    in_torch: bool = True
     passes: tuple = ()
     per_array: bool = True
 
@@ -154,19 +158,20 @@ RULES = _rules(
     # Its factored 2-D case is benchmarked by benchmarks/bench_matrix.py.
     Entry("Adafactor", _reference.adafactor, dict(lr=1e-2), 3, 1, passes=((3, 1),)),
     # Beyond torch.optim (nopt/_kernels/beyond.pxi; no torch peers).
-    Entry("Lion", _reference.lion, dict(lr=1e-4)),
-    Entry("AdaBelief", _reference.adabelief, dict(lr=1e-3)),
-    Entry("Adan", _reference.adan, dict(lr=1e-3), 6, 5),
-    Entry("ScheduleFreeSGD", _reference.schedule_free_sgd, dict(lr=1.0), 3, 2),
-    Entry("ScheduleFreeAdamW", _reference.schedule_free_adamw, dict(lr=2.5e-3), 4, 3),
+    Entry("Lion", _reference.lion, dict(lr=1e-4), in_torch=False),
+    Entry("AdaBelief", _reference.adabelief, dict(lr=1e-3), in_torch=False),
+    Entry("Adan", _reference.adan, dict(lr=1e-3), 6, 5, in_torch=False),
+    Entry("ScheduleFreeSGD", _reference.schedule_free_sgd, dict(lr=1.0), 3, 2, in_torch=False),
+    Entry("ScheduleFreeAdamW", _reference.schedule_free_adamw, dict(lr=2.5e-3), 4, 3, in_torch=False),
     # LAMB: moments and norms (p, g, m, v read; m, v written), then the
     # update (p, m, v read; p written): 40 bytes.
-    Entry("LAMB", _reference.lamb, dict(lr=1e-3), 4, 2, passes=((3, 1),)),
+    Entry("LAMB", _reference.lamb, dict(lr=1e-3), 4, 2, passes=((3, 1),), in_torch=False),
     # LARS: the norms (p, g read), then the update (p, g, buf read; p, buf
     # written): 28 bytes.
-    Entry("LARS", _reference.lars, dict(lr=1.0), 2, 0, passes=((3, 2),)),
+    Entry("LARS", _reference.lars, dict(lr=1.0), 2, 0, passes=((3, 2),), in_torch=False),
     # Prodigy: the two global sums (p, g, p0, s read; s written), then, with
     # the new d, the moments and the update (p, g, m, v read; p, m, v
     # written): 48 bytes. Its reference steps every array (d is global).
-    Entry("Prodigy", _reference.Prodigy, dict(lr=1.0), 4, 1, passes=((4, 3),), per_array=False),
+    Entry("Prodigy", _reference.Prodigy, dict(lr=1.0), 4, 1, passes=((4, 3),), per_array=False,
+          in_torch=False),
 )

@@ -107,8 +107,7 @@ BYTES = {name: rule.bytes_per_element for name, rule in OPTIMIZERS.items()}
 DEFAULT_CASES = ["1x16M", "1x1M", "2000x1000", "2000x1000-flat", "1x8M-f64", "1x100"]
 # --beyond: the rules beyond torch.optim, at the two cases their targets name
 # (% of the roofline at 1x16M float32, x the NumPy reference at 2000x1000).
-BEYOND = ["Lion", "LAMB", "LARS", "Adan", "AdaBelief", "ScheduleFreeSGD", "ScheduleFreeAdamW",
-          "Prodigy"]
+BEYOND = [name for name, entry in OPTIMIZERS.items() if not entry.in_torch]
 BEYOND_CASES = ["1x16M", "2000x1000"]
 BEYOND_PEERS = ["nopt", "roofline", "numpy"]
 QUICK_CASES = ["1x100", "1x64K", "20x1000-flat"]
@@ -246,6 +245,9 @@ def _build_peers(name, spec, case, peers):
         elif peer == "roofline":
             step, obj = _roofline_peer(spec, case)
         else:
+            if peer.startswith("torch") and not spec.in_torch:
+                skipped[peer] = "torch.optim has no such optimizer"
+                continue
             if peer == "torch-fused" and not spec.torch_fused:
                 skipped[peer] = "torch has no fused CPU kernel for it"
                 continue

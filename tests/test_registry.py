@@ -128,6 +128,13 @@ def test_bench_iterates_the_registry():
 
     assert bench.OPTIMIZERS is _registry.RULES
     assert set(bench.BYTES) == set(_registry.RULES)
+    assert bench.BEYOND == [name for name, e in _registry.RULES.items() if not e.in_torch]
+
+
+def test_registry_says_which_optimizers_torch_has():
+    torch = pytest.importorskip("torch")
+    for name, entry in _registry.RULES.items():
+        assert entry.in_torch == hasattr(torch.optim, name), name
 
 
 def _torch_signature_rows(cls):
