@@ -21,7 +21,6 @@ import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 import tempfile
 
 import numpy
